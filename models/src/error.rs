@@ -25,8 +25,10 @@ pub enum LoadError {
     },
     #[error("{path} is not a valid safetensors file: {problem}")]
     Safetensors { path: PathBuf, problem: String },
-    #[error("no safetensors weights found in {dir} (expected model.safetensors, \
-             model.safetensors.index.json or *.safetensors)")]
+    #[error(
+        "no safetensors weights found in {dir} (expected model.safetensors, \
+             model.safetensors.index.json or *.safetensors)"
+    )]
     NoWeights { dir: PathBuf },
     #[error("tensor `{name}` is missing from the checkpoint")]
     MissingTensor { name: String },

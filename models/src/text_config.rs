@@ -136,7 +136,9 @@ impl TextConfig {
         let hidden_size = f.usize("hidden_size")?;
         let num_hidden_layers = f.usize("num_hidden_layers")?;
         let num_attention_heads = f.usize("num_attention_heads")?;
-        let num_key_value_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
+        let num_key_value_heads = f
+            .opt_usize("num_key_value_heads")?
+            .unwrap_or(num_attention_heads);
         if num_attention_heads % num_key_value_heads != 0 {
             return Err(f.err(
                 "num_key_value_heads",
@@ -148,10 +150,16 @@ impl TextConfig {
         if let Some(act) = f.opt_str("hidden_act")?
             && act != "silu"
         {
-            return Err(f.err("hidden_act", format!("`{act}` is not supported (only silu)")));
+            return Err(f.err(
+                "hidden_act",
+                format!("`{act}` is not supported (only silu)"),
+            ));
         }
         if f.opt_bool("attention_bias")? == Some(true) {
-            return Err(f.err("attention_bias", "true is not supported by Qwen3.5 checkpoints"));
+            return Err(f.err(
+                "attention_bias",
+                "true is not supported by Qwen3.5 checkpoints",
+            ));
         }
 
         let layer_types = parse_layer_types(&f, num_hidden_layers)?;
@@ -162,13 +170,28 @@ impl TextConfig {
             && let Some(kind) = rope.opt_str("rope_type")?
             && kind != "default"
         {
-            return Err(rope.err("rope_type", format!("`{kind}` is not supported (only default)")));
+            return Err(rope.err(
+                "rope_type",
+                format!("`{kind}` is not supported (only default)"),
+            ));
         }
-        let rope_theta = match rope.as_ref().map(|r| r.opt_f64("rope_theta")).transpose()?.flatten() {
+        let rope_theta = match rope
+            .as_ref()
+            .map(|r| r.opt_f64("rope_theta"))
+            .transpose()?
+            .flatten()
+        {
             Some(t) => t,
-            None => f.opt_f64("rope_theta")?.ok_or_else(|| f.err("rope_parameters.rope_theta", "is required"))?,
+            None => f
+                .opt_f64("rope_theta")?
+                .ok_or_else(|| f.err("rope_parameters.rope_theta", "is required"))?,
         };
-        let partial = match rope.as_ref().map(|r| r.opt_f64("partial_rotary_factor")).transpose()?.flatten() {
+        let partial = match rope
+            .as_ref()
+            .map(|r| r.opt_f64("partial_rotary_factor"))
+            .transpose()?
+            .flatten()
+        {
             Some(p) => p,
             None => f.opt_f64("partial_rotary_factor")?.unwrap_or(0.25),
         };
@@ -197,7 +220,11 @@ impl TextConfig {
                 .map(|v| v.as_u64().map(|n| n as u32))
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| f.err("eos_token_id", "must be an integer or a list of integers"))?,
-            Some(v) => vec![v.as_u64().ok_or_else(|| f.err("eos_token_id", "must be an integer"))? as u32],
+            Some(v) => vec![
+                v.as_u64()
+                    .ok_or_else(|| f.err("eos_token_id", "must be an integer"))?
+                    as u32,
+            ],
         };
         let tie_word_embeddings = match tie_override {
             Some(t) => t,
@@ -247,7 +274,10 @@ fn parse_layer_types(f: &Fields, layers: usize) -> Result<Vec<LayerType>, LoadEr
             if items.len() != layers {
                 return Err(f.err(
                     "layer_types",
-                    format!("has {} entries but num_hidden_layers is {layers}", items.len()),
+                    format!(
+                        "has {} entries but num_hidden_layers is {layers}",
+                        items.len()
+                    ),
                 ));
             }
             items

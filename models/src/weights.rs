@@ -32,7 +32,9 @@ impl std::str::FromStr for Precision {
             "f32" => Ok(Precision::F32),
             "f16" => Ok(Precision::F16),
             "q4_0" | "q4" => Ok(Precision::Q4_0),
-            other => Err(format!("unknown weights precision `{other}` (expected f32, f16 or q4_0)")),
+            other => Err(format!(
+                "unknown weights precision `{other}` (expected f32, f16 or q4_0)"
+            )),
         }
     }
 }
@@ -135,9 +137,11 @@ impl WeightStore {
     }
 
     pub fn location(&self, name: &str) -> Result<&TensorLocation, LoadError> {
-        self.tensors.get(name).ok_or_else(|| LoadError::MissingTensor {
-            name: name.to_string(),
-        })
+        self.tensors
+            .get(name)
+            .ok_or_else(|| LoadError::MissingTensor {
+                name: name.to_string(),
+            })
     }
 
     /// Reads a tensor as f32, checking that it has exactly `expected` shape.
@@ -158,7 +162,11 @@ impl WeightStore {
 }
 
 /// Reads `out.len()` elements of a tensor starting at element `first` and converts them to f32.
-pub fn read_elements(location: &TensorLocation, first: usize, out: &mut [f32]) -> Result<(), LoadError> {
+pub fn read_elements(
+    location: &TensorLocation,
+    first: usize,
+    out: &mut [f32],
+) -> Result<(), LoadError> {
     let size = location.dtype.size();
     let mut bytes = vec![0u8; out.len() * size];
     let file = File::open(&location.path).map_err(|source| LoadError::Io {
@@ -229,7 +237,9 @@ fn read_header(path: &Path) -> Result<Vec<(String, TensorLocation)>, LoadError> 
     let file = File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
     if file_len < 8 {
-        return Err(bad(format!("file is {file_len} bytes, too short for a header")));
+        return Err(bad(format!(
+            "file is {file_len} bytes, too short for a header"
+        )));
     }
     let mut len_bytes = [0u8; 8];
     file.read_exact_at(&mut len_bytes, 0).map_err(io)?;
@@ -241,8 +251,8 @@ fn read_header(path: &Path) -> Result<Vec<(String, TensorLocation)>, LoadError> 
     }
     let mut header = vec![0u8; header_len as usize];
     file.read_exact_at(&mut header, 8).map_err(io)?;
-    let mut entries: HashMap<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+    let mut entries: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
     entries.remove("__metadata__");
 
     let data_start = 8 + header_len;

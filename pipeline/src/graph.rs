@@ -1,0 +1,361 @@
+//! A thin layer over tract's `TypedModel` for building transformer graphs from checkpoint
+//! weights: linear layers in a chosen weight precision, norms and element-wise helpers. Both the
+//! language model and the vision encoder are wired with it.
+
+use lookout_models::Precision;
+use tract_core::internal::*;
+use tract_core::ops::einsum::EinSum;
+use tract_core::ops::konst::Const;
+use tract_core::ops::math;
+use tract_core::ops::nn::{Reduce, Reducer, RmsNorm, Softmax, SoftmaxKind};
+use tract_linalg::block_quant::{BlockQuant, BlockQuantFact, BlockQuantStorage, Q4_0};
+
+/// Q4_0 quantizes along the input dimension in blocks of this many values.
+pub const Q4_0_BLOCK: usize = 32;
+
+/// A dense weight matrix in PyTorch's `[out, in]` layout.
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+pub struct GraphBuilder {
+    pub model: TypedModel,
+}
+
+impl Default for GraphBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GraphBuilder {
+    pub fn new() -> GraphBuilder {
+        GraphBuilder {
+            model: TypedModel::default(),
+        }
+    }
+
+    pub fn sym(&self, name: &str) -> TDim {
+        self.model.symbols.sym(name).into()
+    }
+
+    pub fn input(
+        &mut self,
+        name: &str,
+        shape: impl IntoIterator<Item = TDim>,
+    ) -> TractResult<OutletId> {
+        let shape: TVec<TDim> = shape.into_iter().collect();
+        self.model.add_source(name, f32::fact(shape))
+    }
+
+    pub fn wire(
+        &mut self,
+        name: impl Into<String>,
+        op: impl Into<Box<dyn TypedOp>>,
+        inputs: &[OutletId],
+    ) -> TractResult<OutletId> {
+        Ok(self.model.wire_node(name, op, inputs)?[0])
+    }
+
+    pub fn wire_all(
+        &mut self,
+        name: impl Into<String>,
+        op: impl Into<Box<dyn TypedOp>>,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        self.model.wire_node(name, op, inputs)
+    }
+
+    /// A binary element-wise op, broadcasting lower-rank operands from the left.
+    pub fn binary(
+        &mut self,
+        name: impl AsRef<str>,
+        op: tract_core::ops::binary::TypedBinOp,
+        a: OutletId,
+        b: OutletId,
+    ) -> TractResult<OutletId> {
+        Ok(wire_with_rank_broadcast(name, &mut self.model, op, &[a, b])?[0])
+    }
+
+    pub fn constant(&mut self, name: impl Into<String>, tensor: Tensor) -> TractResult<OutletId> {
+        self.model.add_const(name, tensor)
+    }
+
+    pub fn vector(&mut self, name: impl Into<String>, values: &[f32]) -> TractResult<OutletId> {
+        self.constant(name, Tensor::from_shape(&[values.len()], values)?)
+    }
+
+    pub fn scalar(&mut self, name: impl Into<String>, value: f32) -> TractResult<OutletId> {
+        self.constant(name, tensor0(value))
+    }
+
+    /// `x @ w.T (+ bias)` over the last axis of `x`, with `w` stored at `precision`.
+    ///
+    /// Q4_0 needs the input width to be a multiple of its block size; matrices that are not
+    /// (only seen in tiny test checkpoints) are kept at f16 instead.
+    pub fn linear(
+        &mut self,
+        name: &str,
+        x: OutletId,
+        w: Matrix,
+        bias: Option<&[f32]>,
+        precision: Precision,
+    ) -> TractResult<OutletId> {
+        let rank = self.model.outlet_fact(x)?.rank();
+        ensure!(
+            rank >= 1 && rank <= 6,
+            "{name}: linear input must have rank 1 to 6"
+        );
+        let batch: String = "abcdef"[..rank - 1].to_string();
+        let (weight, expr) = match precision {
+            Precision::Q4_0 if w.cols % Q4_0_BLOCK == 0 => {
+                let blob = Q4_0.quant_f32(&w.data)?;
+                let storage =
+                    BlockQuantStorage::new(Box::new(Q4_0), w.rows, w.cols, Arc::new(blob))?;
+                let fact = BlockQuantFact::new(Box::new(Q4_0), tvec!(1, w.rows, w.cols));
+                let konst = Const::new_with_exotic_fact(
+                    Arc::new(
+                        storage.into_tensor_with_shape(f32::datum_type(), &[1, w.rows, w.cols]),
+                    ),
+                    Box::new(fact),
+                )?;
+                let weight = self.wire(format!("{name}.weight"), konst, &[])?;
+                (weight, format!("{batch}k,gnk->{batch}n"))
+            }
+            Precision::F32 => {
+                let t = Tensor::from_shape(&[w.rows, w.cols], &w.data)?;
+                (
+                    self.constant(format!("{name}.weight"), t)?,
+                    format!("{batch}k,nk->{batch}n"),
+                )
+            }
+            Precision::F16 | Precision::Q4_0 => {
+                let half: Vec<f16> = w.data.iter().map(|&v| f16::from_f32(v)).collect();
+                let t = Tensor::from_shape(&[w.rows, w.cols], &half)?;
+                (
+                    self.constant(format!("{name}.weight"), t)?,
+                    format!("{batch}k,nk->{batch}n"),
+                )
+            }
+        };
+        drop(w);
+        let y = self.wire(
+            name,
+            EinSum::new(expr.parse()?, f32::datum_type()),
+            &[x, weight],
+        )?;
+        match bias {
+            Some(b) => {
+                let b = self.vector(format!("{name}.bias"), b)?;
+                self.binary(format!("{name}.add_bias"), math::add(), y, b)
+            }
+            None => Ok(y),
+        }
+    }
+
+    /// RMS normalization over `axis`, then a per-channel scale.
+    pub fn rms_norm(
+        &mut self,
+        name: &str,
+        x: OutletId,
+        axis: usize,
+        eps: f32,
+        scale: &[f32],
+    ) -> TractResult<OutletId> {
+        let normed = self.wire(
+            format!("{name}.rms"),
+            RmsNorm {
+                axis,
+                eps: Arc::new(tensor0(eps)),
+            },
+            &[x],
+        )?;
+        let scale = self.vector(format!("{name}.scale"), scale)?;
+        self.binary(format!("{name}.mul"), math::mul(), normed, scale)
+    }
+
+    /// LayerNorm over the last axis with weight and bias. tract-core has no LayerNorm op, so it is
+    /// spelled out: centre, then scale by the reciprocal root of the mean square.
+    pub fn layer_norm(
+        &mut self,
+        name: &str,
+        x: OutletId,
+        eps: f32,
+        weight: &[f32],
+        bias: &[f32],
+    ) -> TractResult<OutletId> {
+        let rank = self.model.outlet_fact(x)?.rank();
+        let width = weight.len();
+        let sum = self.wire(
+            format!("{name}.sum"),
+            Reduce::new(tvec![rank - 1], Reducer::Sum),
+            &[x],
+        )?;
+        let inv_width = self.scalar(format!("{name}.inv_width"), 1.0 / width as f32)?;
+        let mean = self.binary(format!("{name}.mean"), math::mul(), sum, inv_width)?;
+        let centred = self.wire(format!("{name}.centred"), math::sub(), &[x, mean])?;
+        let var = self.wire(
+            format!("{name}.var"),
+            Reduce::new(tvec![rank - 1], Reducer::MeanOfSquares),
+            &[centred],
+        )?;
+        let eps = self.scalar(format!("{name}.eps"), eps)?;
+        let var_eps = self.binary(format!("{name}.var_eps"), math::add(), var, eps)?;
+        let inv_std = self.wire(format!("{name}.rsqrt"), math::rsqrt(), &[var_eps])?;
+        let normed = self.wire(format!("{name}.normed"), math::mul(), &[centred, inv_std])?;
+        let w = self.vector(format!("{name}.weight"), weight)?;
+        let scaled = self.binary(format!("{name}.mul"), math::mul(), normed, w)?;
+        let b = self.vector(format!("{name}.bias"), bias)?;
+        self.binary(format!("{name}.add"), math::add(), scaled, b)
+    }
+
+    pub fn softmax(&mut self, name: &str, x: OutletId, axis: usize) -> TractResult<OutletId> {
+        self.wire(
+            name,
+            Softmax::new(tvec![axis], None, SoftmaxKind::Softmax),
+            &[x],
+        )
+    }
+
+    /// `softplus(x) = max(x, 0) + ln(1 + exp(-|x|))`, the overflow-free form.
+    pub fn softplus(&mut self, name: &str, x: OutletId) -> TractResult<OutletId> {
+        let abs = self.wire(format!("{name}.abs"), math::abs(), &[x])?;
+        let neg = self.wire(format!("{name}.neg"), math::neg(), &[abs])?;
+        let exp = self.wire(format!("{name}.exp"), math::exp(), &[neg])?;
+        let one = self.scalar(format!("{name}.one"), 1.0)?;
+        let one_plus = self.binary(format!("{name}.one_plus"), math::add(), exp, one)?;
+        let ln = self.wire(format!("{name}.ln"), math::ln(), &[one_plus])?;
+        let zero = self.scalar(format!("{name}.zero"), 0.0)?;
+        let relu = self.binary(format!("{name}.relu"), math::max(), x, zero)?;
+        self.wire(format!("{name}.sum"), math::add(), &[relu, ln])
+    }
+
+    pub fn reshape(
+        &mut self,
+        name: &str,
+        x: OutletId,
+        axis: usize,
+        from: &[usize],
+        to: &[usize],
+    ) -> TractResult<OutletId> {
+        let from: TVec<TDim> = from.iter().map(|d| d.to_dim()).collect();
+        let to: TVec<TDim> = to.iter().map(|d| d.to_dim()).collect();
+        self.wire(name, AxisOp::Reshape(axis, from, to), &[x])
+    }
+
+    pub fn move_axis(
+        &mut self,
+        name: &str,
+        x: OutletId,
+        from: usize,
+        to: usize,
+    ) -> TractResult<OutletId> {
+        self.wire(name, AxisOp::Move(from, to), &[x])
+    }
+
+    pub fn slice(
+        &mut self,
+        name: &str,
+        x: OutletId,
+        axis: usize,
+        start: impl ToDim,
+        end: impl ToDim,
+    ) -> TractResult<OutletId> {
+        self.wire(
+            name,
+            tract_core::ops::array::Slice::new(axis, start, end),
+            &[x],
+        )
+    }
+
+    pub fn concat(
+        &mut self,
+        name: &str,
+        axis: usize,
+        inputs: &[OutletId],
+    ) -> TractResult<OutletId> {
+        self.wire(name, tract_core::ops::array::TypedConcat::new(axis), inputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `x [s, k] @ w.T` through a one-node graph at `precision`.
+    fn run_linear(w: &Matrix, x: &[f32], s: usize, precision: Precision) -> Vec<f32> {
+        let mut g = GraphBuilder::new();
+        let sym = g.sym("S");
+        let input = g.input("x", [sym, w.cols.to_dim()]).unwrap();
+        let copy = Matrix {
+            rows: w.rows,
+            cols: w.cols,
+            data: w.data.clone(),
+        };
+        let y = g.linear("lin", input, copy, None, precision).unwrap();
+        g.model.select_output_outlets(&[y]).unwrap();
+        let plan = g.model.into_optimized().unwrap().into_runnable().unwrap();
+        let out = plan
+            .run(tvec![
+                Tensor::from_shape(&[s, w.cols], x).unwrap().into_tvalue()
+            ])
+            .unwrap();
+        out[0]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec()
+    }
+
+    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2654435761).max(1);
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn q4_0_linear_equals_f32_linear_on_dequantized_weights() {
+        for (rows, cols) in [(4, 64), (256, 64), (96, 128), (33, 96)] {
+            let w = Matrix {
+                rows,
+                cols,
+                data: pseudo_random(rows * cols, rows as u32),
+            };
+            let blob = Q4_0.quant_f32(&w.data).unwrap();
+            let dequant = Q4_0.dequant_f32(&blob).unwrap();
+            let dequant = Matrix {
+                rows,
+                cols,
+                data: dequant
+                    .try_as_plain_ram()
+                    .unwrap()
+                    .as_slice::<f32>()
+                    .unwrap()
+                    .to_vec(),
+            };
+            for s in [1, 7, 41] {
+                let x = pseudo_random(s * cols, 99 + s as u32);
+                let q = run_linear(&w, &x, s, Precision::Q4_0);
+                let reference = run_linear(&dequant, &x, s, Precision::F32);
+                let worst = q
+                    .iter()
+                    .zip(&reference)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < 1e-3,
+                    "[{rows}x{cols}] s={s}: q4_0 kernel differs from dequantized f32 by {worst}"
+                );
+            }
+        }
+    }
+}
