@@ -3,6 +3,7 @@
 
 pub mod embedding;
 pub mod graph;
+pub mod image;
 pub mod ops;
 pub mod qwen35;
 pub mod sampler;
