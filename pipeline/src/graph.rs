@@ -3,6 +3,7 @@
 //! language model and the vision encoder are wired with it.
 
 use lookout_models::Precision;
+use lookout_models::weights::{TensorLocation, read_elements};
 use tract_core::internal::*;
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::konst::Const;
@@ -13,11 +14,88 @@ use tract_linalg::block_quant::{BlockQuant, BlockQuantFact, BlockQuantStorage, Q
 /// Q4_0 quantizes along the input dimension in blocks of this many values.
 pub const Q4_0_BLOCK: usize = 32;
 
-/// A dense weight matrix in PyTorch's `[out, in]` layout.
+/// A weight matrix in PyTorch's `[out, in]` layout, either in memory or still in the checkpoint.
+///
+/// Reading a stored matrix chunk by chunk lets quantized and f16 weights be built without ever
+/// holding the whole matrix in f32: for a 248k-row output head that transient alone would be 1 GB.
 pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
-    pub data: Vec<f32>,
+    pub data: MatrixData,
+}
+
+pub enum MatrixData {
+    Values(Vec<f32>),
+    Stored(TensorLocation),
+}
+
+/// Rows converted per chunk when streaming a stored matrix (about 4 MB of f32).
+const CHUNK_ELEMENTS: usize = 1 << 20;
+
+impl Matrix {
+    pub fn from_values(rows: usize, cols: usize, data: Vec<f32>) -> Matrix {
+        Matrix { rows, cols, data: MatrixData::Values(data) }
+    }
+
+    /// Calls `f` with consecutive runs of whole rows, in order.
+    fn for_each_chunk(&self, mut f: impl FnMut(&[f32])) -> TractResult<()> {
+        match &self.data {
+            MatrixData::Values(v) => {
+                ensure!(v.len() == self.rows * self.cols, "matrix has {} values, expected {}x{}", v.len(), self.rows, self.cols);
+                f(v);
+            }
+            MatrixData::Stored(location) => {
+                ensure!(
+                    location.shape.iter().product::<usize>() == self.rows * self.cols,
+                    "tensor in {} has shape {:?}, expected [{}, {}]",
+                    location.path.display(),
+                    location.shape,
+                    self.rows,
+                    self.cols
+                );
+                let rows_per_chunk = (CHUNK_ELEMENTS / self.cols).max(1);
+                let mut buffer = vec![0f32; rows_per_chunk * self.cols];
+                let mut row = 0;
+                while row < self.rows {
+                    let n = rows_per_chunk.min(self.rows - row);
+                    let chunk = &mut buffer[..n * self.cols];
+                    read_elements(location, row * self.cols, chunk)?;
+                    f(chunk);
+                    row += n;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn to_f32(&self) -> TractResult<Vec<f32>> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        self.for_each_chunk(|c| out.extend_from_slice(c))?;
+        Ok(out)
+    }
+
+    fn to_f16(&self) -> TractResult<Vec<f16>> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        self.for_each_chunk(|c| out.extend(c.iter().map(|&v| f16::from_f32(v))))?;
+        Ok(out)
+    }
+
+    /// Q4_0 blocks in GGML layout, row after row (`cols` must be a multiple of the block size).
+    fn to_q4_0(&self) -> TractResult<Blob> {
+        let block_bytes = Q4_0.block_bytes();
+        let total = self.rows * self.cols / Q4_0_BLOCK * block_bytes;
+        // SAFETY: every byte of the blob is written below, one quantized block at a time.
+        let mut blob = unsafe { Blob::new_for_size_and_align(total, 128) };
+        let mut offset = 0;
+        self.for_each_chunk(|chunk| {
+            for block in chunk.chunks_exact(Q4_0_BLOCK) {
+                Q4_0.quant_block_f32(block, &mut blob[offset..offset + block_bytes]);
+                offset += block_bytes;
+            }
+        })?;
+        ensure!(offset == total, "quantized {offset} bytes, expected {total}");
+        Ok(blob)
+    }
 }
 
 pub struct GraphBuilder {
@@ -111,33 +189,23 @@ impl GraphBuilder {
         let batch: String = "abcdef"[..rank - 1].to_string();
         let (weight, expr) = match precision {
             Precision::Q4_0 if w.cols % Q4_0_BLOCK == 0 => {
-                let blob = Q4_0.quant_f32(&w.data)?;
-                let storage =
-                    BlockQuantStorage::new(Box::new(Q4_0), w.rows, w.cols, Arc::new(blob))?;
+                let blob = w.to_q4_0()?;
+                let storage = BlockQuantStorage::new(Box::new(Q4_0), w.rows, w.cols, Arc::new(blob))?;
                 let fact = BlockQuantFact::new(Box::new(Q4_0), tvec!(1, w.rows, w.cols));
                 let konst = Const::new_with_exotic_fact(
-                    Arc::new(
-                        storage.into_tensor_with_shape(f32::datum_type(), &[1, w.rows, w.cols]),
-                    ),
+                    Arc::new(storage.into_tensor_with_shape(f32::datum_type(), &[1, w.rows, w.cols])),
                     Box::new(fact),
                 )?;
                 let weight = self.wire(format!("{name}.weight"), konst, &[])?;
                 (weight, format!("{batch}k,gnk->{batch}n"))
             }
             Precision::F32 => {
-                let t = Tensor::from_shape(&[w.rows, w.cols], &w.data)?;
-                (
-                    self.constant(format!("{name}.weight"), t)?,
-                    format!("{batch}k,nk->{batch}n"),
-                )
+                let t = Tensor::from_shape(&[w.rows, w.cols], &w.to_f32()?)?;
+                (self.constant(format!("{name}.weight"), t)?, format!("{batch}k,nk->{batch}n"))
             }
             Precision::F16 | Precision::Q4_0 => {
-                let half: Vec<f16> = w.data.iter().map(|&v| f16::from_f32(v)).collect();
-                let t = Tensor::from_shape(&[w.rows, w.cols], &half)?;
-                (
-                    self.constant(format!("{name}.weight"), t)?,
-                    format!("{batch}k,nk->{batch}n"),
-                )
+                let t = Tensor::from_shape(&[w.rows, w.cols], &w.to_f16()?)?;
+                (self.constant(format!("{name}.weight"), t)?, format!("{batch}k,nk->{batch}n"))
             }
         };
         drop(w);
@@ -289,11 +357,7 @@ mod tests {
         let mut g = GraphBuilder::new();
         let sym = g.sym("S");
         let input = g.input("x", [sym, w.cols.to_dim()]).unwrap();
-        let copy = Matrix {
-            rows: w.rows,
-            cols: w.cols,
-            data: w.data.clone(),
-        };
+        let copy = Matrix::from_values(w.rows, w.cols, w.to_f32().unwrap());
         let y = g.linear("lin", input, copy, None, precision).unwrap();
         g.model.select_output_outlets(&[y]).unwrap();
         let plan = g.model.into_optimized().unwrap().into_runnable().unwrap();
@@ -325,23 +389,11 @@ mod tests {
     #[test]
     fn q4_0_linear_equals_f32_linear_on_dequantized_weights() {
         for (rows, cols) in [(4, 64), (256, 64), (96, 128), (33, 96)] {
-            let w = Matrix {
-                rows,
-                cols,
-                data: pseudo_random(rows * cols, rows as u32),
-            };
-            let blob = Q4_0.quant_f32(&w.data).unwrap();
+            let w = Matrix::from_values(rows, cols, pseudo_random(rows * cols, rows as u32));
+            let blob = Q4_0.quant_f32(&w.to_f32().unwrap()).unwrap();
             let dequant = Q4_0.dequant_f32(&blob).unwrap();
-            let dequant = Matrix {
-                rows,
-                cols,
-                data: dequant
-                    .try_as_plain_ram()
-                    .unwrap()
-                    .as_slice::<f32>()
-                    .unwrap()
-                    .to_vec(),
-            };
+            let dequant = dequant.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+            let dequant = Matrix::from_values(rows, cols, dequant);
             for s in [1, 7, 41] {
                 let x = pseudo_random(s * cols, 99 + s as u32);
                 let q = run_linear(&w, &x, s, Precision::Q4_0);

@@ -21,7 +21,7 @@ use tract_core::ops::nn::{sigmoid, silu::silu};
 use tract_transformers::ops::causal_conv1d_update::CausalConv1dUpdate;
 
 use crate::embedding::EmbeddingTable;
-use crate::graph::{GraphBuilder, Matrix};
+use crate::graph::{GraphBuilder, Matrix, MatrixData};
 use crate::ops::GatedDeltaRule;
 
 #[derive(Clone, Debug)]
@@ -184,6 +184,30 @@ fn rope_tables(c: &TextConfig, start: usize, len: usize) -> (Vec<f32>, Vec<f32>)
     (cos, sin)
 }
 
+/// A checkpoint matrix, shape-checked now and read when the graph builder converts it.
+pub fn stored_matrix(
+    ckpt: &Checkpoint,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> anyhow::Result<Matrix> {
+    let location = ckpt.weights.location(name)?;
+    if location.shape != [rows, cols] {
+        return Err(lookout_models::LoadError::WrongShape {
+            name: name.to_string(),
+            path: location.path.clone(),
+            actual: location.shape.clone(),
+            expected: vec![rows, cols],
+        }
+        .into());
+    }
+    Ok(Matrix {
+        rows,
+        cols,
+        data: MatrixData::Stored(location.clone()),
+    })
+}
+
 struct Qwen35Builder<'a> {
     g: GraphBuilder,
     ckpt: &'a Checkpoint,
@@ -204,11 +228,7 @@ impl Qwen35Builder<'_> {
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> anyhow::Result<Matrix> {
-        Ok(Matrix {
-            rows,
-            cols,
-            data: self.tensor(name, &[rows, cols])?,
-        })
+        stored_matrix(self.ckpt, &self.ckpt.text_tensor(name), rows, cols)
     }
 
     fn linear(
@@ -337,15 +357,12 @@ impl Qwen35Builder<'_> {
                 .g
                 .slice("last_position", hidden, 0, s.clone() - 1, s.clone())?;
         }
-        let head_name = self.ckpt.lm_head_tensor();
-        let head = Matrix {
-            rows: c.vocab_size,
-            cols: c.hidden_size,
-            data: self
-                .ckpt
-                .weights
-                .f32(&head_name, &[c.vocab_size, c.hidden_size])?,
-        };
+        let head = stored_matrix(
+            self.ckpt,
+            &self.ckpt.lm_head_tensor(),
+            c.vocab_size,
+            c.hidden_size,
+        )?;
         let logits = self.g.linear(
             "lm_head",
             hidden,
