@@ -1,0 +1,317 @@
+//! `lookout run`: wires configuration, model, cameras, MQTT and systemd together.
+//!
+//! Lifetimes: the model (worker thread), the job queue, the outbox and the embedded broker live
+//! for the whole process. Cameras and the MQTT session form a *generation* that SIGHUP replaces
+//! with one built from the re-read configuration, so a reload never reloads the model.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use lookout_pipeline::engine::EngineOptions;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::camera::{CameraShared, supervisor};
+use crate::config::{Broker, Config, DEFAULT_OUTBOX_MAX_BYTES};
+use crate::jobs::{JobQueue, JobResult};
+use crate::mqtt::session::{Control, Session, SessionParts};
+use crate::mqtt::{Topics, connection};
+use crate::outbox::Outbox;
+use crate::service::{self, Health};
+
+/// How long a clean stop keeps trying to deliver the outbox.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load_valid(config_file.as_deref())?;
+    crate::logging::init(&config.log.level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("lookout-rt")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(config_file, config))
+}
+
+/// Everything checked before the model is loaded, so a bad setting fails in milliseconds.
+fn preflight(config: &Config) -> anyhow::Result<()> {
+    let dir = config.model_dir();
+    if !dir.join("config.json").is_file() {
+        anyhow::bail!(
+            "model.path: no model at {} (set [model] path in the config file, LOOKOUT__MODEL__PATH or LOOKOUT_MODEL)",
+            dir.display()
+        );
+    }
+    // Reads the password file and TLS material: errors name their key.
+    crate::mqtt::options(config)?;
+    Ok(())
+}
+
+struct Generation {
+    cameras: Arc<BTreeMap<String, Arc<CameraShared>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    control: mpsc::Sender<Control>,
+    session: tokio::task::JoinHandle<SessionParts>,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+async fn run_async(config_file: Option<PathBuf>, config: Config) -> anyhow::Result<()> {
+    preflight(&config)?;
+    crate::camera::gst::init()?;
+    let outbox_dir = config.outbox_dir()?;
+    let outbox = Outbox::open(
+        &outbox_dir,
+        config.outbox.max_bytes.unwrap_or(DEFAULT_OUTBOX_MAX_BYTES),
+    )?;
+    if !outbox.is_empty() {
+        log::info!(
+            "outbox holds {} undelivered message(s) from before",
+            outbox.len()
+        );
+    }
+    let embedded = match config.broker() {
+        Broker::Embedded(addr) => {
+            crate::broker::start(addr)?;
+            Some(addr)
+        }
+        Broker::External { .. } => None,
+    };
+
+    // Signals first, so a SIGTERM during the model load is not fatal-by-default.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+
+    let queue = JobQueue::new(config.daemon.queue_capacity);
+    let (results_tx, results_rx) = mpsc::channel::<JobResult>(16);
+    let (loaded_tx, loaded_rx) = oneshot::channel();
+    let model_dir = config.model_dir();
+    service::status(&format!("loading model from {}", model_dir.display()));
+    log::info!(
+        "loading model from {} ({})",
+        model_dir.display(),
+        config.model.weights
+    );
+    let worker = crate::jobs::spawn_worker(
+        model_dir,
+        EngineOptions {
+            precision: config.precision(),
+            threads: config.model.threads,
+        },
+        queue.clone(),
+        results_tx,
+        loaded_tx,
+    )?;
+    // Loading is progress: keep the watchdog fed while it runs.
+    let load_pet = tokio::spawn(async {
+        let period = sd_notify::watchdog_enabled()
+            .map(|d| d / 2)
+            .unwrap_or(Duration::from_secs(3600));
+        loop {
+            tokio::time::sleep(period).await;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+    });
+    let loaded = tokio::select! {
+        r = loaded_rx => r.unwrap_or_else(|_| Err(anyhow::anyhow!("the inference thread died while loading the model"))),
+        _ = sigterm.recv() => { log::info!("stopped while loading the model"); return Ok(()) }
+        _ = sigint.recv() => { log::info!("stopped while loading the model"); return Ok(()) }
+    };
+    load_pet.abort();
+    loaded?;
+    log::info!("model loaded");
+
+    let main_loop = Arc::new(AtomicU64::new(crate::clock::now_ms()));
+    let mut parts = SessionParts {
+        outbox,
+        results: results_rx,
+    };
+    let mut config = config;
+    let mut generation = start_generation(&config, &queue, parts, &main_loop, Vec::new())?;
+    let health = Arc::new(Health {
+        main_loop: main_loop.clone(),
+        cameras: std::sync::Mutex::new(generation.cameras.clone()),
+        queue: queue.clone(),
+        job_timeout: Duration::from_secs_f64(config.daemon.job_timeout),
+    });
+    let watchdog = tokio::spawn(service::watchdog(health.clone()));
+    service::ready(&format!("serving {} camera(s)", generation.cameras.len()));
+    log::info!("ready: {} camera(s)", generation.cameras.len());
+
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                service::reloading();
+                match Config::load_valid(config_file.as_deref()).and_then(|c| preflight(&c).map(|_| c)) {
+                    Err(e) => log::error!("reload failed, keeping the running configuration: {e:#}"),
+                    Ok(new) => {
+                        if new.model != config.model {
+                            log::warn!("[model] changed: restart lookout to load another model");
+                        }
+                        if new.broker() != config.broker() && embedded.is_some() {
+                            log::warn!("the embedded broker keeps listening on {}: restart to change it", embedded.unwrap_or_else(|| crate::config::DEFAULT_LISTEN.parse().expect("constant")));
+                        }
+                        let removed: Vec<String> = config.cameras.iter().map(|c| c.name.clone())
+                            .filter(|n| !new.cameras.iter().any(|c| &c.name == n)).collect();
+                        parts = stop_generation(generation, &queue, false).await?;
+                        config = new;
+                        generation = start_generation(&config, &queue, parts, &main_loop, removed)?;
+                        *health.cameras.lock().unwrap_or_else(|p| p.into_inner()) = generation.cameras.clone();
+                        log::info!("reloaded: {} camera(s)", generation.cameras.len());
+                    }
+                }
+                service::ready(&format!("serving {} camera(s)", generation.cameras.len()));
+            }
+        }
+    }
+
+    // Clean stop: no new triggers, bounded wait for the job being run, flush, `stopped`.
+    service::stopping();
+    log::info!("stopping");
+    watchdog.abort();
+    for camera in generation.cameras.values() {
+        camera.stop.store(true, Ordering::Relaxed);
+    }
+    queue.close();
+    let timeout = Duration::from_secs_f64(config.daemon.shutdown_timeout);
+    let finished = tokio::task::spawn_blocking(move || worker.join());
+    if tokio::time::timeout(timeout, finished).await.is_err() {
+        log::warn!(
+            "the job being run did not finish within {timeout:?} (daemon.shutdown_timeout): abandoned"
+        );
+    }
+    stop_generation(generation, &queue, true).await?;
+    log::info!("stopped");
+    Ok(())
+}
+
+fn start_generation(
+    config: &Config,
+    queue: &Arc<JobQueue>,
+    parts: SessionParts,
+    main_loop: &Arc<AtomicU64>,
+    removed: Vec<String>,
+) -> anyhow::Result<Generation> {
+    let (status_tx, status_rx) = mpsc::channel(64);
+    let mut cameras = BTreeMap::new();
+    let mut threads = Vec::new();
+    for camera in &config.cameras {
+        let shared = CameraShared::new(camera.clone());
+        threads.push(
+            supervisor::spawn(shared.clone(), queue.clone(), status_tx.clone())
+                .context("starting a camera thread")?,
+        );
+        cameras.insert(camera.name.clone(), shared);
+    }
+    let cameras = Arc::new(cameras);
+
+    let options = crate::mqtt::options(config)?;
+    let broker = format!(
+        "{}:{}",
+        options.broker_address().0,
+        options.broker_address().1
+    );
+    let (client, eventloop) = rumqttc::AsyncClient::new(options, 64);
+    let (conn_tx, conn_rx) = mpsc::channel(256);
+    let connection = tokio::spawn(connection::run(eventloop, broker, conn_tx));
+    let (control_tx, control_rx) = mpsc::channel(1);
+    let session = Session::new(
+        Topics::new(config),
+        crate::mqtt::qos(config.mqtt.qos),
+        config.mqtt.discovery,
+        crate::discovery::node_id(&config.client_id()),
+        client,
+        cameras.clone(),
+        removed,
+        queue.clone(),
+        parts.outbox,
+        main_loop.clone(),
+    );
+    let session = tokio::spawn(session.run(conn_rx, status_rx, parts.results, control_rx));
+    Ok(Generation {
+        cameras,
+        threads,
+        control: control_tx,
+        session,
+        connection,
+    })
+}
+
+async fn stop_generation(
+    generation: Generation,
+    queue: &Arc<JobQueue>,
+    stopped: bool,
+) -> anyhow::Result<SessionParts> {
+    for camera in generation.cameras.values() {
+        camera.stop.store(true, Ordering::Relaxed);
+        queue.forget_camera(camera.name());
+    }
+    // Camera threads notice within a tick; join off the runtime.
+    let threads = generation.threads;
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+    let (done_tx, done_rx) = oneshot::channel();
+    let _ = generation
+        .control
+        .send(Control::Stop {
+            flush: FLUSH_TIMEOUT,
+            stopped,
+            done: done_tx,
+        })
+        .await;
+    let _ = done_rx.await;
+    let parts = generation
+        .session
+        .await
+        .context("the MQTT session task failed");
+    generation.connection.abort();
+    parts
+}
+
+/// `lookout check-config FILE`: everything `run` checks before loading the model.
+pub fn check(file: &Path) -> anyhow::Result<String> {
+    let config = Config::load_valid(Some(file))?;
+    preflight(&config)?;
+    let broker = match config.broker() {
+        Broker::Embedded(addr) => format!("embedded broker on {addr}"),
+        Broker::External { host, port, tls } => {
+            format!("{}://{host}:{port}", if tls { "mqtts" } else { "mqtt" })
+        }
+    };
+    let cameras: Vec<String> = config
+        .cameras
+        .iter()
+        .map(|c| {
+            format!(
+                "{} ({})",
+                c.name,
+                crate::camera::source::Source::parse(&c.source)
+                    .map(|s| s.redacted())
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    Ok(format!(
+        "{}: ok\n  model: {} ({})\n  mqtt: {broker}, topics under {}/\n  cameras: {}\n  outbox: {}",
+        file.display(),
+        config.model_dir().display(),
+        config.model.weights,
+        config.mqtt.topic_prefix,
+        cameras.join(", "),
+        config
+            .outbox_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|e| format!("{e:#}"))
+    ))
+}

@@ -1,0 +1,175 @@
+//! One running GStreamer pipeline: start it, pull the newest RGB frame, watch the bus.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, anyhow};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use super::Frame;
+use super::source::Source;
+
+/// What the bus said.
+pub enum BusEvent {
+    Error(String),
+    Eos,
+}
+
+pub struct Running {
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+    bus: gst::Bus,
+}
+
+pub fn init() -> anyhow::Result<()> {
+    gst::init().context("initialising GStreamer")
+}
+
+impl Running {
+    pub fn start(source: &Source, max_rate: u32) -> anyhow::Result<Running> {
+        let description = source.pipeline(max_rate);
+        let element = gst::parse::launch(&description)
+            .map_err(|e| anyhow!("building the GStreamer pipeline: {e}"))?;
+        let pipeline = match element.downcast::<gst::Pipeline>() {
+            Ok(p) => p,
+            Err(element) => {
+                let p = gst::Pipeline::new();
+                p.add(&element)?;
+                p
+            }
+        };
+        let sink = find_appsink(&pipeline).ok_or_else(|| anyhow!("the pipeline has no appsink"))?;
+        // Forced here too, so a raw user pipeline gets the same newest-frame-only behaviour; the
+        // caps make negotiation fail loudly if it cannot produce RGB.
+        sink.set_caps(Some(
+            &gst::Caps::builder("video/x-raw")
+                .field("format", "RGB")
+                .build(),
+        ));
+        sink.set_drop(true);
+        sink.set_max_buffers(1);
+        let bus = pipeline
+            .bus()
+            .ok_or_else(|| anyhow!("the pipeline has no bus"))?;
+        let running = Running {
+            pipeline,
+            sink,
+            bus,
+        };
+        if running.pipeline.set_state(gst::State::Playing).is_err() {
+            let detail = match running.poll_bus(Duration::from_millis(200)) {
+                Some(BusEvent::Error(e)) => e,
+                _ => "state change failed".into(),
+            };
+            return Err(anyhow!("starting the pipeline: {detail}"));
+        }
+        Ok(running)
+    }
+
+    /// Waits up to `timeout` for an error or end of stream.
+    pub fn poll_bus(&self, timeout: Duration) -> Option<BusEvent> {
+        let msg = self.bus.timed_pop_filtered(
+            gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
+            &[gst::MessageType::Error, gst::MessageType::Eos],
+        )?;
+        match msg.view() {
+            gst::MessageView::Error(e) => {
+                let src = e.src().map(|s| s.name().to_string()).unwrap_or_default();
+                let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
+                // Debug strings can be long; the first line is what a person needs.
+                let debug = debug.lines().next().unwrap_or_default().to_string();
+                Some(BusEvent::Error(format!("{src}: {}{debug}", e.error())))
+            }
+            gst::MessageView::Eos(_) => Some(BusEvent::Eos),
+            _ => None,
+        }
+    }
+
+    /// The newest frame, waiting up to `timeout`. `Ok(None)` means no frame in time.
+    pub fn pull(&self, timeout: Duration) -> anyhow::Result<Option<Frame>> {
+        let Some(sample) = self
+            .sink
+            .try_pull_sample(gst::ClockTime::from_nseconds(timeout.as_nanos() as u64))
+        else {
+            return Ok(None);
+        };
+        to_frame(&sample).map(Some)
+    }
+
+    pub fn is_eos(&self) -> bool {
+        self.sink.is_eos()
+    }
+
+    /// Back to the start (file sources loop).
+    pub fn rewind(&self) -> anyhow::Result<()> {
+        self.pipeline
+            .seek_simple(
+                gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+                gst::ClockTime::ZERO,
+            )
+            .map_err(|e| anyhow!("rewinding: {e}"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn find_appsink(pipeline: &gst::Pipeline) -> Option<gst_app::AppSink> {
+    if let Some(sink) = pipeline
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+    {
+        return Some(sink);
+    }
+    pipeline
+        .iterate_recurse()
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .find_map(|e| e.downcast::<gst_app::AppSink>().ok())
+}
+
+/// Copies the sample into packed RGB, dropping the row padding GStreamer may add.
+fn to_frame(sample: &gst::Sample) -> anyhow::Result<Frame> {
+    let caps = sample.caps().ok_or_else(|| anyhow!("frame without caps"))?;
+    let info =
+        gst_video::VideoInfo::from_caps(caps).map_err(|_| anyhow!("unexpected caps {caps}"))?;
+    if info.format() != gst_video::VideoFormat::Rgb {
+        return Err(anyhow!(
+            "the pipeline delivers {:?}, not RGB",
+            info.format()
+        ));
+    }
+    let buffer = sample
+        .buffer()
+        .ok_or_else(|| anyhow!("frame without data"))?;
+    let map = buffer
+        .map_readable()
+        .map_err(|_| anyhow!("cannot read the frame"))?;
+    let (w, h) = (info.width() as usize, info.height() as usize);
+    let stride = info.stride()[0] as usize;
+    let offset = info.offset()[0];
+    let row = w * 3;
+    if w == 0 || h == 0 || stride < row || map.len() < offset + stride * (h - 1) + row {
+        return Err(anyhow!(
+            "frame of {} bytes is too small for {w}x{h}",
+            map.len()
+        ));
+    }
+    let mut rgb = Vec::with_capacity(row * h);
+    for y in 0..h {
+        let start = offset + y * stride;
+        rgb.extend_from_slice(&map[start..start + row]);
+    }
+    Ok(Frame {
+        width: w as u32,
+        height: h as u32,
+        rgb: Arc::new(rgb),
+        captured: SystemTime::now(),
+    })
+}

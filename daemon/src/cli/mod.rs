@@ -1,0 +1,36 @@
+//! Command-line interface: one module per subcommand.
+
+mod bench;
+mod check_config;
+mod describe;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "lookout", version, about = "Local vision-language model for cameras")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Describe an image, or chat without one, with a local model.
+    Describe(describe::DescribeArgs),
+    /// Measure load time, peak memory, prefill and decode speed of a model.
+    Bench(bench::BenchArgs),
+    /// Run the daemon: cameras in, descriptions and answers out over MQTT.
+    Run(run::RunArgs),
+    /// Check a configuration file without starting anything.
+    CheckConfig(check_config::CheckConfigArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Describe(args) => describe::run(args),
+        Command::Run(args) => run::run(args),
+        Command::CheckConfig(args) => check_config::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}

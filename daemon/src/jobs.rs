@@ -1,0 +1,351 @@
+//! One model serves every camera: a bounded job queue and the worker thread that owns the
+//! [`Engine`].
+//!
+//! Ordering: on-demand jobs (questions, "describe now") go first, in arrival order, up to a
+//! capacity (more are refused, never queued without bound). Triggered descriptions hold at most
+//! one slot per camera: a newer trigger replaces the camera's stale queued one, because describing
+//! an old frame late is worse than describing the current one. Inference is blocking CPU work, so
+//! it runs on a plain thread, never on the async runtime.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Instant, SystemTime};
+
+use lookout_pipeline::engine::{Description, Engine, EngineOptions, Request};
+use lookout_pipeline::sampler::SamplingParams;
+
+use crate::camera::Frame;
+use crate::config::CameraConfig;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Trigger {
+    Interval,
+    SceneChange {
+        score: f64,
+    },
+    /// `describe/set` or the Home Assistant button.
+    OnDemand,
+}
+
+impl Trigger {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Trigger::Interval => "interval",
+            Trigger::SceneChange { .. } => "scene_change",
+            Trigger::OnDemand => "on_demand",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum JobKind {
+    Describe { trigger: Trigger },
+    Ask { question: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// The id of the resulting description or answer (for an ask: the asker's id).
+    pub id: String,
+    pub camera: Arc<CameraConfig>,
+    pub kind: JobKind,
+    pub frame: Frame,
+    pub queued: SystemTime,
+}
+
+pub struct JobResult {
+    pub job: Job,
+    pub outcome: Result<Description, String>,
+    /// JPEG of the described frame (descriptions only).
+    pub snapshot: Option<Vec<u8>>,
+    pub finished: SystemTime,
+}
+
+#[derive(Default)]
+struct State {
+    on_demand: VecDeque<Job>,
+    triggered: VecDeque<Job>,
+    closed: bool,
+}
+
+pub struct JobQueue {
+    state: Mutex<State>,
+    ready: Condvar,
+    capacity: usize,
+    /// [`crate::clock::now_ms`] + 1 when the current job started, 0 when idle (watchdog).
+    pub busy_since: AtomicU64,
+    pub completed: AtomicU64,
+}
+
+impl JobQueue {
+    pub fn new(capacity: usize) -> Arc<JobQueue> {
+        Arc::new(JobQueue {
+            state: Mutex::new(State::default()),
+            ready: Condvar::new(),
+            capacity,
+            busy_since: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (plain pushes and pops).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a triggered description, replacing the camera's queued one. Returns whether a stale
+    /// job was replaced.
+    pub fn submit_trigger(&self, job: Job) -> bool {
+        let mut s = self.lock();
+        if s.closed {
+            return false;
+        }
+        let replaced = match s
+            .triggered
+            .iter_mut()
+            .find(|j| j.camera.name == job.camera.name)
+        {
+            Some(slot) => {
+                *slot = job;
+                true
+            }
+            None => {
+                s.triggered.push_back(job);
+                false
+            }
+        };
+        drop(s);
+        self.ready.notify_one();
+        replaced
+    }
+
+    /// Queues an on-demand job; gives it back when the queue is full or closed.
+    pub fn submit_on_demand(&self, job: Job) -> Result<(), Job> {
+        let mut s = self.lock();
+        if s.closed || s.on_demand.len() >= self.capacity {
+            return Err(job);
+        }
+        s.on_demand.push_back(job);
+        drop(s);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Drops a camera's queued triggered job (camera disabled or removed).
+    pub fn forget_camera(&self, camera: &str) {
+        self.lock().triggered.retain(|j| j.camera.name != camera);
+    }
+
+    /// Blocks for the next job; `None` once closed.
+    pub fn pop(&self) -> Option<Job> {
+        let mut s = self.lock();
+        loop {
+            if s.closed {
+                return None;
+            }
+            if let Some(job) = s.on_demand.pop_front().or_else(|| s.triggered.pop_front()) {
+                return Some(job);
+            }
+            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        let s = self.lock();
+        s.on_demand.len() + s.triggered.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops handing out jobs; queued ones are abandoned.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Starts the worker thread: loads the model on it, reports the load through `loaded`, then
+/// serves the queue until it closes. Results go to `results` (the MQTT session).
+pub fn spawn_worker(
+    model_dir: PathBuf,
+    options: EngineOptions,
+    queue: Arc<JobQueue>,
+    results: tokio::sync::mpsc::Sender<JobResult>,
+    loaded: tokio::sync::oneshot::Sender<anyhow::Result<()>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("inference".into())
+        .spawn(move || {
+            let engine = match Engine::load(&model_dir, &options) {
+                Ok(e) => {
+                    let _ = loaded.send(Ok(()));
+                    e
+                }
+                Err(e) => {
+                    let _ = loaded.send(Err(e.context(format!(
+                        "loading the model from {} (model.path)",
+                        model_dir.display()
+                    ))));
+                    return;
+                }
+            };
+            while let Some(job) = queue.pop() {
+                queue
+                    .busy_since
+                    .store(crate::clock::now_ms() + 1, Ordering::Relaxed);
+                let result = run_job(&engine, job);
+                queue.busy_since.store(0, Ordering::Relaxed);
+                queue.completed.fetch_add(1, Ordering::Relaxed);
+                // blocking_send: the session drains quickly; a closed channel means shutdown.
+                if results.blocking_send(result).is_err() {
+                    break;
+                }
+            }
+        })
+}
+
+fn run_job(engine: &Engine, job: Job) -> JobResult {
+    let started = Instant::now();
+    let (prompt, trigger) = match &job.kind {
+        JobKind::Describe { trigger } => (job.camera.prompt.clone(), Some(trigger.name())),
+        JobKind::Ask { question } => (question.clone(), None),
+    };
+    let image = lookout_pipeline::image::RgbImage::from_raw_rgb(
+        job.frame.width,
+        job.frame.height,
+        job.frame.rgb.to_vec(),
+    );
+    let outcome = match image {
+        Err(e) => Err(format!("bad frame: {e}")),
+        Ok(_image) => {
+            let request = Request {
+                prompt,
+                max_tokens: job.camera.max_tokens,
+                sampling: SamplingParams::default(),
+                // lead: pass frame here once `Request` has the fields:
+                //   image: Some(_image), max_slices: job.camera.max_slices,
+            };
+            engine
+                .describe(&request, &mut |_| {})
+                .map_err(|e| format!("{e:#}"))
+        }
+    };
+    let snapshot = match (&job.kind, &outcome) {
+        (JobKind::Describe { .. }, Ok(_)) => match crate::snapshot::jpeg(
+            &job.frame,
+            job.camera.snapshot_width,
+            job.camera.snapshot_quality,
+        ) {
+            Ok(jpeg) => Some(jpeg),
+            Err(e) => {
+                log::warn!(camera = job.camera.name.as_str(); "snapshot encoding failed: {e:#}");
+                None
+            }
+        },
+        _ => None,
+    };
+    match &outcome {
+        Ok(d) => log::info!(
+            camera = job.camera.name.as_str(), trigger = trigger.unwrap_or("ask"), event_id = job.id.as_str();
+            "{} in {:.1} s: {} tokens", if trigger.is_some() { "described" } else { "answered" },
+            started.elapsed().as_secs_f64(), d.tokens.len()
+        ),
+        Err(e) => {
+            log::error!(camera = job.camera.name.as_str(), event_id = job.id.as_str(); "inference failed: {e}")
+        }
+    }
+    JobResult {
+        job,
+        outcome,
+        snapshot,
+        finished: SystemTime::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(camera: &str, kind: JobKind) -> Job {
+        let config = CameraConfig {
+            name: camera.into(),
+            ..CameraConfig::default()
+        };
+        Job {
+            id: crate::clock::new_id(),
+            camera: Arc::new(config),
+            kind,
+            frame: Frame {
+                width: 1,
+                height: 1,
+                rgb: Arc::new(vec![0; 3]),
+                captured: SystemTime::now(),
+            },
+            queued: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn on_demand_first_and_triggers_replace() {
+        let q = JobQueue::new(2);
+        assert!(!q.submit_trigger(job(
+            "a",
+            JobKind::Describe {
+                trigger: Trigger::Interval
+            }
+        )));
+        assert!(q.submit_trigger(job(
+            "a",
+            JobKind::Describe {
+                trigger: Trigger::SceneChange { score: 0.5 }
+            }
+        )));
+        assert!(!q.submit_trigger(job(
+            "b",
+            JobKind::Describe {
+                trigger: Trigger::Interval
+            }
+        )));
+        q.submit_on_demand(job(
+            "b",
+            JobKind::Ask {
+                question: "?".into(),
+            },
+        ))
+        .unwrap();
+        q.submit_on_demand(job(
+            "b",
+            JobKind::Ask {
+                question: "?".into(),
+            },
+        ))
+        .unwrap();
+        assert!(
+            q.submit_on_demand(job(
+                "b",
+                JobKind::Ask {
+                    question: "?".into()
+                }
+            ))
+            .is_err()
+        );
+        assert_eq!(q.len(), 4);
+        assert!(matches!(q.pop().unwrap().kind, JobKind::Ask { .. }));
+        assert!(matches!(q.pop().unwrap().kind, JobKind::Ask { .. }));
+        let first = q.pop().unwrap();
+        assert_eq!(first.camera.name, "a");
+        assert!(matches!(
+            first.kind,
+            JobKind::Describe {
+                trigger: Trigger::SceneChange { .. }
+            }
+        ));
+        assert_eq!(q.pop().unwrap().camera.name, "b");
+        q.close();
+        assert!(q.pop().is_none());
+    }
+}

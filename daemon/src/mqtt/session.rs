@@ -1,0 +1,595 @@
+//! The MQTT session state: what is subscribed, which retained states to (re)publish, which
+//! outbox message is in flight, and the commands arriving from Home Assistant and robots.
+//!
+//! Outbox delivery is one message at a time, in order: publish the oldest with QoS 1, remove it
+//! on its PUBACK, publish the next. Every other publication is QoS 0 and retained, re-sent on each
+//! connect from an in-memory cache, so any QoS ≥ 1 packet id the event loop reports is ours.
+//!
+//! Reconnects: rumqttc drops queued requests on a clean-session reconnect, but a request we sent
+//! between the connection dropping and us hearing of it can still go out after the reconnect.
+//! Such a stale publish can only be of the outbox head (the next one is sent only after the head's
+//! PUBACK), so we adopt it as in flight instead of publishing the head twice, and we start
+//! publishing only after the SubAck of the subscription sent on ConnAck: requests are processed in
+//! order, so by then every stale request has been seen.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use rumqttc::{AsyncClient, QoS};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Topics;
+use super::connection::ConnEvent;
+use crate::camera::CameraShared;
+use crate::camera::supervisor::CameraStatus;
+use crate::clock::{new_id, rfc3339};
+use crate::discovery::Discovery;
+use crate::jobs::{Job, JobKind, JobQueue, JobResult, Trigger};
+use crate::outbox::Outbox;
+
+/// Home Assistant caps entity states at 255 characters.
+const SUMMARY_MAX: usize = 255;
+
+pub enum Control {
+    /// Stop: drain finished jobs into the outbox, publish it for up to `flush`, then disconnect.
+    /// `stopped` publishes `stopped` on `available` (clean exit, not a reload).
+    Stop {
+        flush: Duration,
+        stopped: bool,
+        done: oneshot::Sender<()>,
+    },
+}
+
+pub struct SessionParts {
+    pub outbox: Outbox,
+    pub results: mpsc::Receiver<JobResult>,
+}
+
+pub struct Session {
+    pub topics: Topics,
+    pub subscribe_qos: QoS,
+    pub discovery: bool,
+    pub node_id: String,
+    pub client: AsyncClient,
+    pub cameras: Arc<BTreeMap<String, Arc<CameraShared>>>,
+    pub removed_cameras: Vec<String>,
+    pub queue: Arc<JobQueue>,
+    pub outbox: Outbox,
+    /// Main-loop progress for the watchdog.
+    pub heartbeat: Arc<AtomicU64>,
+    connected: bool,
+    /// Subscribed on this connection: outbox publishing may start.
+    ready: bool,
+    inflight: Option<Inflight>,
+    last_sent: Option<u64>,
+    retained: HashMap<String, Vec<u8>>,
+}
+
+struct Inflight {
+    seq: u64,
+    pkid: Option<u16>,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        topics: Topics,
+        subscribe_qos: QoS,
+        discovery: bool,
+        node_id: String,
+        client: AsyncClient,
+        cameras: Arc<BTreeMap<String, Arc<CameraShared>>>,
+        removed_cameras: Vec<String>,
+        queue: Arc<JobQueue>,
+        outbox: Outbox,
+        heartbeat: Arc<AtomicU64>,
+    ) -> Session {
+        Session {
+            topics,
+            subscribe_qos,
+            discovery,
+            node_id,
+            client,
+            cameras,
+            removed_cameras,
+            queue,
+            outbox,
+            heartbeat,
+            connected: false,
+            ready: false,
+            inflight: None,
+            last_sent: None,
+            retained: HashMap::new(),
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut conn: mpsc::Receiver<ConnEvent>,
+        mut status: mpsc::Receiver<CameraStatus>,
+        mut results: mpsc::Receiver<JobResult>,
+        mut control: mpsc::Receiver<Control>,
+    ) -> SessionParts {
+        for camera in self.cameras.clone().values() {
+            self.publish_enabled(camera);
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = loop {
+            tokio::select! {
+                Some(event) = conn.recv() => self.on_conn(event),
+                Some(s) = status.recv() => self.on_status(s),
+                Some(r) = results.recv() => self.on_result(r),
+                c = control.recv() => break c,
+                _ = tick.tick() => {
+                    self.heartbeat.store(crate::clock::now_ms(), Ordering::Relaxed);
+                    self.pump_outbox();
+                }
+            }
+        };
+        let (flush, stopped, done) = match stop {
+            Some(Control::Stop {
+                flush,
+                stopped,
+                done,
+            }) => (flush, stopped, Some(done)),
+            None => (Duration::ZERO, false, None),
+        };
+        // Finished jobs first: they must reach the outbox (disk) before we give up on the broker.
+        while let Ok(r) = results.try_recv() {
+            self.on_result(r);
+        }
+        while let Ok(s) = status.try_recv() {
+            self.on_status(s);
+        }
+        let deadline = tokio::time::Instant::now() + flush;
+        self.pump_outbox();
+        while !self.outbox.is_empty() && self.connected && tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, conn.recv()).await {
+                Ok(Some(event)) => self.on_conn(event),
+                _ => break,
+            }
+        }
+        if !self.outbox.is_empty() {
+            log::info!(
+                "{} message(s) stay in the outbox for the next start",
+                self.outbox.len()
+            );
+        }
+        if stopped && self.connected {
+            let _ =
+                self.client
+                    .try_publish(self.topics.available(), QoS::AtMostOnce, true, "stopped");
+        }
+        let _ = self.client.try_disconnect();
+        // Let the event loop write the last packets and the DISCONNECT.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(event) = conn.recv().await {
+                if let ConnEvent::Disconnected(_) = event {
+                    break;
+                }
+            }
+        })
+        .await;
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+        SessionParts {
+            outbox: self.outbox,
+            results,
+        }
+    }
+
+    fn on_conn(&mut self, event: ConnEvent) {
+        match event {
+            ConnEvent::Connected => {
+                self.connected = true;
+                self.ready = false;
+                self.inflight = None;
+                self.on_connect();
+            }
+            ConnEvent::Disconnected(_) => {
+                self.connected = false;
+                self.ready = false;
+                self.inflight = None;
+            }
+            ConnEvent::SubAck => {
+                self.ready = true;
+                self.pump_outbox();
+            }
+            ConnEvent::Published(pkid) => match &mut self.inflight {
+                Some(inflight) if inflight.pkid.is_none() => inflight.pkid = Some(pkid),
+                Some(_) => log::warn!("MQTT: unexpected publish id {pkid} while one is in flight"),
+                None => {
+                    // A stale request from before the reconnect: adopt it (see the module docs).
+                    if let Some(seq) = self.last_sent {
+                        self.inflight = Some(Inflight {
+                            seq,
+                            pkid: Some(pkid),
+                        });
+                    }
+                }
+            },
+            ConnEvent::PubAck(pkid) => {
+                if let Some(inflight) = &self.inflight
+                    && inflight.pkid == Some(pkid)
+                {
+                    self.outbox.remove(inflight.seq);
+                    self.inflight = None;
+                    self.pump_outbox();
+                }
+            }
+            ConnEvent::Message { topic, payload } => self.on_message(&topic, &payload),
+        }
+    }
+
+    fn on_connect(&mut self) {
+        let mut filters = vec![
+            (format!("{}/+/ask", self.topics.prefix), self.subscribe_qos),
+            (
+                format!("{}/+/describe/set", self.topics.prefix),
+                self.subscribe_qos,
+            ),
+            (
+                format!("{}/+/enabled/set", self.topics.prefix),
+                self.subscribe_qos,
+            ),
+        ];
+        if self.discovery {
+            filters.push((self.topics.ha_status(), self.subscribe_qos));
+        }
+        let filters = filters
+            .into_iter()
+            .map(|(path, qos)| rumqttc::SubscribeFilter::new(path, qos));
+        if let Err(e) = self.client.try_subscribe_many(filters) {
+            log::warn!("MQTT: cannot queue the subscription: {e}");
+        }
+        self.send(&self.topics.available(), true, b"online".to_vec());
+        self.publish_discovery_and_states();
+    }
+
+    fn publish_discovery(&mut self) {
+        if !self.discovery {
+            return;
+        }
+        let d = Discovery {
+            topics: &self.topics,
+            node_id: self.node_id.clone(),
+        };
+        let mut messages = Vec::new();
+        for camera in self.cameras.values() {
+            messages.extend(d.camera(&camera.config));
+        }
+        let removals: Vec<String> = self
+            .removed_cameras
+            .iter()
+            .flat_map(|c| d.remove_camera(c))
+            .collect();
+        for topic in removals {
+            self.send(&topic, true, Vec::new());
+        }
+        for (topic, payload) in messages {
+            self.send(&topic, true, payload.into_bytes());
+        }
+    }
+
+    /// QoS 0 publish if connected; dropped otherwise (retained states are re-sent on connect).
+    fn send(&self, topic: &str, retain: bool, payload: Vec<u8>) {
+        if !self.connected {
+            return;
+        }
+        if let Err(e) = self
+            .client
+            .try_publish(topic, QoS::AtMostOnce, retain, payload)
+        {
+            log::debug!("MQTT: publish to {topic} deferred: {e}");
+        }
+    }
+
+    /// A retained state: cached for re-sending on every connect.
+    fn publish_state(&mut self, topic: String, payload: Vec<u8>) {
+        self.send(&topic, true, payload.clone());
+        self.retained.insert(topic, payload);
+    }
+
+    fn pump_outbox(&mut self) {
+        if !self.ready || self.inflight.is_some() {
+            return;
+        }
+        let Some(message) = self.outbox.head() else {
+            return;
+        };
+        match self.client.try_publish(
+            message.topic,
+            QoS::AtLeastOnce,
+            message.retain,
+            message.payload,
+        ) {
+            Ok(()) => {
+                self.inflight = Some(Inflight {
+                    seq: message.seq,
+                    pkid: None,
+                });
+                self.last_sent = Some(message.seq);
+            }
+            // Request channel full: the next tick retries.
+            Err(e) => log::debug!("MQTT: outbox publish deferred: {e}"),
+        }
+    }
+
+    fn enqueue(&mut self, topic: String, payload: &Value) {
+        match self.outbox.append(&topic, &payload.to_string(), false) {
+            Ok(_) => self.pump_outbox(),
+            Err(e) => log::error!("outbox: {e:#}; message to {topic} lost"),
+        }
+    }
+
+    fn on_status(&mut self, s: CameraStatus) {
+        let payload = json!({
+            "state": if s.online { "online" } else { "offline" },
+            "reason": s.reason,
+            "time": rfc3339(SystemTime::now()),
+        });
+        self.publish_state(
+            self.topics.camera(&s.camera, "status"),
+            payload.to_string().into_bytes(),
+        );
+    }
+
+    fn publish_enabled(&mut self, camera: &CameraShared) {
+        let state = if camera.is_enabled() { "ON" } else { "OFF" };
+        self.publish_state(
+            self.topics.camera(camera.name(), "enabled/state"),
+            state.as_bytes().to_vec(),
+        );
+    }
+
+    fn on_message(&mut self, topic: &str, payload: &[u8]) {
+        if topic == self.topics.ha_status() {
+            if payload.eq_ignore_ascii_case(b"online") {
+                log::info!("Home Assistant is online: re-publishing discovery and states");
+                self.publish_discovery_and_states();
+            }
+            return;
+        }
+        let Some((camera, leaf)) = self.topics.parse_camera_topic(topic) else {
+            return;
+        };
+        let Some(shared) = self.cameras.get(camera).cloned() else {
+            log::warn!("MQTT: {topic}: no camera named {camera:?}");
+            return;
+        };
+        let text = String::from_utf8_lossy(payload).trim().to_string();
+        match leaf {
+            "describe/set" => match shared.latest_frame() {
+                Some(frame) => {
+                    let job = Job {
+                        id: new_id(),
+                        camera: shared.config.clone(),
+                        kind: JobKind::Describe {
+                            trigger: Trigger::OnDemand,
+                        },
+                        frame,
+                        queued: SystemTime::now(),
+                    };
+                    if self.queue.submit_on_demand(job).is_err() {
+                        log::warn!(camera = camera; "describe request refused: the queue is full");
+                    }
+                }
+                None => {
+                    log::warn!(camera = camera; "describe request ignored: no frame (camera offline or disabled)")
+                }
+            },
+            "enabled/set" => {
+                let on = match text.to_ascii_uppercase().as_str() {
+                    "ON" | "TRUE" | "1" => true,
+                    "OFF" | "FALSE" | "0" => false,
+                    _ => {
+                        log::warn!(camera = camera; "{topic}: expected ON or OFF, got {text:?}");
+                        return;
+                    }
+                };
+                shared.enabled.store(on, Ordering::Relaxed);
+                if !on {
+                    self.queue.forget_camera(camera);
+                }
+                log::info!(camera = camera; "camera {}", if on { "enabled" } else { "disabled" });
+                self.publish_enabled(&shared);
+            }
+            "ask" => self.on_ask(&shared, &text),
+            _ => {}
+        }
+    }
+
+    fn publish_discovery_and_states(&mut self) {
+        self.publish_discovery();
+        let retained: Vec<(String, Vec<u8>)> = self
+            .retained
+            .iter()
+            .map(|(t, p)| (t.clone(), p.clone()))
+            .collect();
+        for (topic, payload) in retained {
+            self.send(&topic, true, payload);
+        }
+    }
+
+    fn on_ask(&mut self, camera: &Arc<CameraShared>, text: &str) {
+        let (id, question) = parse_ask(text);
+        let name = camera.name().to_string();
+        let fail = |s: &mut Session, error: String| {
+            log::warn!(camera = name.as_str(), event_id = id.as_str(); "question not answered: {error}");
+            let payload = json!({
+                "id": id, "camera": name, "time": rfc3339(SystemTime::now()),
+                "question": question, "text": null, "summary": null, "error": error,
+            });
+            s.enqueue(s.topics.camera(&name, "answer"), &payload);
+        };
+        if question.is_empty() {
+            return fail(self, "empty question".into());
+        }
+        let Some(frame) = camera.latest_frame() else {
+            return fail(self, "no frame: the camera is offline or disabled".into());
+        };
+        let job = Job {
+            id: id.clone(),
+            camera: camera.config.clone(),
+            kind: JobKind::Ask {
+                question: question.clone(),
+            },
+            frame,
+            queued: SystemTime::now(),
+        };
+        if self.queue.submit_on_demand(job).is_err() {
+            fail(
+                self,
+                "busy: too many questions waiting (daemon.queue_capacity)".into(),
+            );
+        }
+    }
+
+    fn on_result(&mut self, r: JobResult) {
+        let job = &r.job;
+        let camera = job.camera.name.clone();
+        let frame = json!({ "width": job.frame.width, "height": job.frame.height, "captured": rfc3339(job.frame.captured) });
+        match (&job.kind, &r.outcome) {
+            (JobKind::Describe { trigger }, Ok(d)) => {
+                let summary = summarize(&d.text);
+                let payload = json!({
+                    "event_type": "description",
+                    "id": job.id,
+                    "camera": camera,
+                    "time": rfc3339(r.finished),
+                    "trigger": trigger.name(),
+                    "scene_score": match trigger { Trigger::SceneChange { score } => Some(*score), _ => None },
+                    "prompt": job.camera.prompt,
+                    "text": d.text,
+                    "summary": summary,
+                    "frame": frame,
+                    "tokens": d.tokens.len(),
+                    "prompt_tokens": d.prompt_tokens,
+                    "image_tokens": d.image_tokens,
+                    "stop_reason": d.stop_reason,
+                    "timings": d.timings,
+                    "queued": rfc3339(job.queued),
+                });
+                self.enqueue(self.topics.camera(&camera, "description"), &payload);
+                let state = json!({
+                    "summary": summary, "text": d.text, "id": job.id,
+                    "time": rfc3339(r.finished), "trigger": trigger.name(),
+                });
+                self.publish_state(
+                    self.topics.camera(&camera, "state"),
+                    state.to_string().into_bytes(),
+                );
+                if let Some(jpeg) = &r.snapshot {
+                    self.publish_state(self.topics.camera(&camera, "snapshot"), jpeg.clone());
+                }
+            }
+            (JobKind::Describe { .. }, Err(_)) => {}
+            (JobKind::Ask { question }, outcome) => {
+                let (text, error, timings) = match outcome {
+                    Ok(d) => (
+                        Some(d.text.clone()),
+                        None,
+                        serde_json::to_value(&d.timings).ok(),
+                    ),
+                    Err(e) => (None, Some(e.clone()), None),
+                };
+                let payload = json!({
+                    "id": job.id,
+                    "camera": camera,
+                    "time": rfc3339(r.finished),
+                    "question": question,
+                    "text": text,
+                    "summary": text.as_deref().map(summarize),
+                    "error": error,
+                    "frame": frame,
+                    "timings": timings,
+                });
+                self.enqueue(self.topics.camera(&camera, "answer"), &payload);
+                self.publish_state(
+                    self.topics.camera(&camera, "last_answer"),
+                    payload.to_string().into_bytes(),
+                );
+            }
+        }
+    }
+}
+
+/// Plain text, or JSON `{"id": …, "question": …}` (a numeric id is accepted and kept as text).
+pub fn parse_ask(text: &str) -> (String, String) {
+    if text.starts_with('{')
+        && let Ok(Value::Object(m)) = serde_json::from_str::<Value>(text)
+    {
+        let id = match m.get("id") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => new_id(),
+        };
+        let question = m
+            .get("question")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        return (id, question);
+    }
+    (new_id(), text.trim().to_string())
+}
+
+/// The first sentence (or line), at most 255 characters, cut on a character boundary.
+pub fn summarize(text: &str) -> String {
+    let text = text.trim();
+    let first = text
+        .char_indices()
+        .find(|&(i, c)| {
+            c == '\n'
+                || (matches!(c, '.' | '!' | '?')
+                    && text[i + c.len_utf8()..].starts_with(char::is_whitespace))
+        })
+        .map(|(i, c)| {
+            if c == '\n' {
+                &text[..i]
+            } else {
+                &text[..i + c.len_utf8()]
+            }
+        })
+        .unwrap_or(text)
+        .trim();
+    if first.chars().count() <= SUMMARY_MAX {
+        return first.to_string();
+    }
+    let mut out: String = first.chars().take(SUMMARY_MAX - 1).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asks() {
+        assert_eq!(
+            parse_ask(r#"{"id":"q1","question":" what? "}"#),
+            ("q1".into(), "what?".into())
+        );
+        assert_eq!(parse_ask(r#"{"id":7,"question":"x"}"#).0, "7");
+        let (id, q) = parse_ask("is the door open?");
+        assert!(!id.is_empty());
+        assert_eq!(q, "is the door open?");
+    }
+
+    #[test]
+    fn summaries() {
+        assert_eq!(summarize("A cat sits. It sleeps."), "A cat sits.");
+        assert_eq!(summarize("line one\nline two"), "line one");
+        assert_eq!(summarize("3.5 cats"), "3.5 cats");
+        let long = "é".repeat(400);
+        let s = summarize(&long);
+        assert_eq!(s.chars().count(), 255);
+    }
+}

@@ -1,0 +1,501 @@
+//! Shared harness for the end-to-end tests: a real mosquitto on a free loopback port, a real
+//! MQTT subscriber, the real `lookout` binary, and the tiny fixture model.
+//!
+//! Needs (Debian): mosquitto mosquitto-clients gstreamer1.0-tools gstreamer1.0-plugins-base
+//! gstreamer1.0-plugins-good openssl.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lookout");
+
+pub fn model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/minicpmv46-tiny-16x")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, timeout: Duration) {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+}
+
+fn require(binary: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .chain([PathBuf::from("/usr/sbin")])
+                .any(|d| d.join(binary).is_file())
+        })
+        .unwrap_or(false);
+    assert!(found, "{binary} not found: apt-get install {package}");
+}
+
+fn mosquitto_bin() -> PathBuf {
+    require("mosquitto", "mosquitto");
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("mosquitto"))
+}
+
+/// A mosquitto process; `conf` is the body of its config file (listeners included).
+pub struct Mosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    conf: String,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    /// Anonymous, plain listener on a free port, persistence on (so a restart keeps the test
+    /// subscriber's session and its queued messages, as a production broker would).
+    pub fn start(dir: &Path) -> Mosquitto {
+        let port = free_port();
+        let conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
+        Mosquitto::with_conf(dir, port, conf)
+    }
+
+    pub fn with_conf(dir: &Path, port: u16, listeners: String) -> Mosquitto {
+        let dir = dir.join("mosquitto");
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = format!(
+            // `user root`: as root, mosquitto would otherwise switch to the mosquitto user, which
+            // cannot read the test's private temp dir (certificates, password file, persistence).
+            "user root\npersistence true\npersistence_location {}/\nautosave_interval 1\nlog_dest file {}/mosquitto.log\nlog_type all\n{listeners}",
+            dir.display(),
+            dir.display()
+        );
+        let mut m = Mosquitto {
+            port,
+            dir,
+            conf,
+            child: None,
+        };
+        m.restart();
+        m
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let conf_path = self.dir.join("mosquitto.conf");
+        std::fs::write(&conf_path, &self.conf).unwrap();
+        let child = Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting mosquitto");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10));
+    }
+
+    /// SIGTERM (mosquitto saves its persistence file) and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+#[derive(Clone, Debug)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+impl Msg {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).to_string()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload)
+            .unwrap_or_else(|e| panic!("{} is not JSON ({e}): {}", self.topic, self.text()))
+    }
+}
+
+/// A subscriber to `#` with a persistent session (QoS 1), recording everything it receives.
+pub struct Subscriber {
+    pub messages: Arc<Mutex<Vec<Msg>>>,
+    pub client: Client,
+}
+
+impl Subscriber {
+    pub fn connect(port: u16, credentials: Option<(&str, &str)>) -> Subscriber {
+        let id = format!("e2e-sub-{}", free_port());
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_clean_session(false);
+        options.set_keep_alive(Duration::from_secs(5));
+        options.set_max_packet_size(16 << 20, 16 << 20);
+        if let Some((u, p)) = credentials {
+            options.set_credentials(u, p);
+        }
+        let (client, mut connection) = Client::new(options, 64);
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        let sub = client.clone();
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = sub.try_subscribe("#", QoS::AtLeastOnce);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        sink.lock().unwrap().push(Msg {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        });
+        Subscriber { messages, client }
+    }
+
+    pub fn all(&self) -> Vec<Msg> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    pub fn on(&self, topic: &str) -> Vec<Msg> {
+        self.all()
+            .into_iter()
+            .filter(|m| m.topic == topic)
+            .collect()
+    }
+
+    /// Waits until `pred` holds for some message received so far; returns the first such.
+    pub fn wait(&self, what: &str, timeout: Duration, pred: impl Fn(&Msg) -> bool) -> Msg {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(m) = self.all().into_iter().find(|m| pred(m)) {
+                return m;
+            }
+            assert!(
+                Instant::now() < until,
+                "timed out after {timeout:?} waiting for {what}; got topics {:?}",
+                self.topics()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until at least `n` messages on `topic`.
+    pub fn wait_count(&self, topic: &str, n: usize, timeout: Duration) -> Vec<Msg> {
+        let until = Instant::now() + timeout;
+        loop {
+            let got = self.on(topic);
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < until,
+                "timed out after {timeout:?} waiting for {n} messages on {topic} (got {})",
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn topics(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.all().into_iter().map(|m| m.topic).collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+
+    pub fn publish(&self, topic: &str, payload: &str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+            .unwrap();
+    }
+}
+
+/// The `lookout run` process with its stderr captured to a file.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(dir: &Path, config: &str) -> Daemon {
+        Daemon::start_with_env(dir, config, &[])
+    }
+
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        let config_path = dir.join("lookout.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let n = std::fs::read_dir(dir).unwrap().count();
+        let log = dir.join(format!("lookout-{n}.log"));
+        let stderr = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        cmd.env("RUST_LOG", "debug")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("starting lookout");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_log(&self, what: &str, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        while !self.log_text().contains(what) {
+            assert!(
+                Instant::now() < until,
+                "timed out waiting for {what:?} in the log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Event ids the daemon logged as described, in order.
+    pub fn described_ids(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(" described in "))
+            .filter_map(|l| l.split(" event_id=").nth(1))
+            .map(|s| s.split_whitespace().next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    pub fn term(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), "TERM");
+        wait_exit(&mut child, Duration::from_secs(60))
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let until = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `lookout` with `args`; (exit success, stdout + stderr).
+pub fn lookout(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A config file for the tiny model; `mqtt` and `cameras` are TOML fragments.
+pub fn config(dir: &Path, mqtt: &str, cameras: &str) -> String {
+    format!(
+        "[model]\npath = {:?}\nweights = \"f32\"\nthreads = 1\n\n[outbox]\npath = {:?}\n\n[log]\nlevel = \"debug\"\n\n[daemon]\nshutdown_timeout = 20\n\n[mqtt]\nclient_id = \"e2e\"\n{mqtt}\n\n{cameras}\n",
+        model_dir().display().to_string(),
+        dir.join("outbox").display().to_string()
+    )
+}
+
+/// A camera on the live test pattern, small and quick.
+pub fn testsrc_camera(name: &str, extra: &str) -> String {
+    format!(
+        "[[camera]]\nname = \"{name}\"\nsource = \"gst:videotestsrc is-live=true pattern=ball ! video/x-raw,width=160,height=120,framerate=5/1 ! videoconvert ! appsink name=sink\"\nfps = 2\nmax_tokens = 4\nsnapshot_width = 80\n{extra}\n"
+    )
+}
+
+/// A 3-second 160x120 MJPEG/AVI clip made with gst-launch (plugins-good: jpegenc, avimux).
+pub fn make_clip(path: &Path) {
+    require("gst-launch-1.0", "gstreamer1.0-tools");
+    let status = Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "videotestsrc",
+            "num-buffers=30",
+            "pattern=smpte",
+            "!",
+            "video/x-raw,width=160,height=120,framerate=10/1",
+            "!",
+            "jpegenc",
+            "!",
+            "avimux",
+            "!",
+            "filesink",
+        ])
+        .arg(format!("location={}", path.display()))
+        .status()
+        .expect("running gst-launch-1.0");
+    assert!(
+        status.success(),
+        "gst-launch-1.0 could not make the clip (gstreamer1.0-plugins-good installed?)"
+    );
+}
+
+pub fn write(path: &Path, text: &str) {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// `mosquitto_passwd -b -c FILE user password`.
+pub fn password_file(path: &Path, user: &str, password: &str) {
+    require("mosquitto_passwd", "mosquitto");
+    let status = Command::new("mosquitto_passwd")
+        .arg("-b")
+        .arg("-c")
+        .arg(path)
+        .arg(user)
+        .arg(password)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A CA and a server certificate for localhost/127.0.0.1, made with the openssl CLI.
+pub fn make_certs(dir: &Path) {
+    require("openssl", "openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lookout-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    write(
+        &dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    );
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+}

@@ -1,0 +1,349 @@
+//! `lookout run` end to end: real mosquitto, real GStreamer sources, the tiny real model.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(60);
+
+#[test]
+fn descriptions_discovery_commands_and_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.avi");
+    make_clip(&clip);
+    let broker = Mosquitto::start(dir.path());
+    let sub = Subscriber::connect(broker.port, None);
+    let cameras = format!(
+        "{}\n[[camera]]\nname = \"clip\"\nsource = \"file://{}\"\nfps = 2\nmax_tokens = 4\ninterval = 1\n",
+        testsrc_camera("yard", "interval = 0\nscene_change = 0"),
+        clip.display()
+    );
+    let cfg = config(dir.path(), &format!("url = \"{}\"", broker.url()), &cameras);
+    let mut daemon = Daemon::start(dir.path(), &cfg);
+
+    // Availability, retained.
+    sub.wait("available online", T, |m| {
+        m.topic == "lookout/available" && m.text() == "online"
+    });
+
+    // Discovery: every component of both cameras, with the keys HA requires.
+    for camera in ["yard", "clip"] {
+        for (component, object, keys) in [
+            (
+                "sensor",
+                "description",
+                &["state_topic", "value_template", "json_attributes_topic"][..],
+            ),
+            ("event", "described", &["state_topic", "event_types"][..]),
+            ("image", "snapshot", &["image_topic"][..]),
+            ("button", "describe", &["command_topic"][..]),
+            ("switch", "enabled", &["command_topic", "state_topic"][..]),
+            ("text", "ask", &["command_topic"][..]),
+            ("sensor", "answer", &["state_topic"][..]),
+            (
+                "binary_sensor",
+                "status",
+                &["state_topic", "device_class"][..],
+            ),
+        ] {
+            let topic = format!("homeassistant/{component}/e2e/{camera}_{object}/config");
+            let m = sub.wait(&topic, T, |m| m.topic == topic);
+            let v = m.json();
+            for key in keys
+                .iter()
+                .chain(&["unique_id", "name", "availability_topic", "device"])
+            {
+                assert!(!v[key].is_null(), "{topic} lacks {key}: {v}");
+            }
+            assert_eq!(v["availability_topic"], "lookout/available");
+            assert_eq!(v["device"]["identifiers"][0], "lookout_e2e");
+        }
+    }
+    let described = sub
+        .wait("event_types", T, |m| {
+            m.topic == "homeassistant/event/e2e/yard_described/config"
+        })
+        .json();
+    assert_eq!(described["event_types"][0], "description");
+
+    // The clip camera describes on its interval; the clip is 3 s long and loops.
+    let first = sub
+        .wait("clip description", T, |m| {
+            m.topic == "lookout/clip/description"
+        })
+        .json();
+    for key in [
+        "id", "camera", "time", "trigger", "prompt", "text", "summary", "timings", "frame",
+    ] {
+        assert!(!first[key].is_null(), "description lacks {key}: {first}");
+    }
+    assert_eq!(first["event_type"], "description");
+    assert_eq!(first["camera"], "clip");
+    assert_eq!(first["trigger"], "interval");
+    assert_eq!(first["frame"]["width"], 160);
+    assert_eq!(first["frame"]["height"], 120);
+    assert!(first["summary"].as_str().unwrap().chars().count() <= 255);
+    sub.wait("clip online", T, |m| {
+        m.topic == "lookout/clip/status" && m.json()["state"] == "online"
+    });
+    // Past the clip's end (3 s): still online, still describing.
+    sub.wait_count("lookout/clip/description", 5, T);
+    assert!(
+        !sub.on("lookout/clip/status")
+            .iter()
+            .any(|m| m.json()["state"] == "offline"),
+        "the looping clip must not go offline"
+    );
+    let snapshot = sub.wait("clip snapshot", T, |m| m.topic == "lookout/clip/snapshot");
+    assert_eq!(&snapshot.payload[..2], &[0xFF, 0xD8], "snapshot is a JPEG");
+    let state = sub
+        .wait("clip state", T, |m| m.topic == "lookout/clip/state")
+        .json();
+    assert!(state["summary"].is_string());
+
+    // yard has no automatic trigger: describe/set asks for one.
+    sub.wait("yard online", T, |m| {
+        m.topic == "lookout/yard/status" && m.json()["state"] == "online"
+    });
+    assert!(sub.on("lookout/yard/description").is_empty());
+    sub.publish("lookout/yard/describe/set", "PRESS");
+    let on_demand = sub
+        .wait("yard on-demand description", T, |m| {
+            m.topic == "lookout/yard/description"
+        })
+        .json();
+    assert_eq!(on_demand["trigger"], "on_demand");
+
+    // Questions: JSON with an id, and plain text.
+    sub.publish(
+        "lookout/yard/ask",
+        r#"{"id":"q-42","question":"What colour is the ball?"}"#,
+    );
+    let answer = sub
+        .wait("answer q-42", T, |m| {
+            m.topic == "lookout/yard/answer" && m.json()["id"] == "q-42"
+        })
+        .json();
+    assert_eq!(answer["question"], "What colour is the ball?");
+    assert!(answer["text"].is_string(), "{answer}");
+    assert!(answer["error"].is_null(), "{answer}");
+    sub.publish("lookout/yard/ask", "Is anyone there?");
+    let plain = sub
+        .wait("plain answer", T, |m| {
+            m.topic == "lookout/yard/answer" && m.json()["question"] == "Is anyone there?"
+        })
+        .json();
+    assert!(plain["id"].as_str().is_some_and(|id| !id.is_empty()));
+    sub.wait("last_answer", T, |m| m.topic == "lookout/yard/last_answer");
+
+    // enabled/set: OFF stops the camera, ON brings it back.
+    sub.wait("enabled ON", T, |m| {
+        m.topic == "lookout/yard/enabled/state" && m.text() == "ON"
+    });
+    let ons = |s: &Subscriber| {
+        s.on("lookout/yard/enabled/state")
+            .iter()
+            .filter(|m| m.text() == "ON")
+            .count()
+    };
+    let ons_before = ons(&sub);
+    sub.publish("lookout/yard/enabled/set", "OFF");
+    sub.wait("enabled OFF", T, |m| {
+        m.topic == "lookout/yard/enabled/state" && m.text() == "OFF"
+    });
+    sub.wait("yard disabled", T, |m| {
+        m.topic == "lookout/yard/status" && m.json()["reason"] == "disabled"
+    });
+    sub.publish(
+        "lookout/yard/ask",
+        r#"{"id":"q-off","question":"Anything?"}"#,
+    );
+    let refused = sub
+        .wait("refused answer", T, |m| {
+            m.topic == "lookout/yard/answer" && m.json()["id"] == "q-off"
+        })
+        .json();
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("offline or disabled"),
+        "{refused}"
+    );
+    let onlines_before = sub
+        .on("lookout/yard/status")
+        .iter()
+        .filter(|m| m.json()["state"] == "online")
+        .count();
+    sub.publish("lookout/yard/enabled/set", "ON");
+    let until = std::time::Instant::now() + T;
+    while ons(&sub) <= ons_before {
+        assert!(
+            std::time::Instant::now() < until,
+            "enabled/state did not return to ON"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let until = std::time::Instant::now() + T;
+    while sub
+        .on("lookout/yard/status")
+        .iter()
+        .filter(|m| m.json()["state"] == "online")
+        .count()
+        <= onlines_before
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "yard did not come back online"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Home Assistant restarting: discovery is published again.
+    let configs_before = sub.on("homeassistant/switch/e2e/yard_enabled/config").len();
+    sub.publish("homeassistant/status", "online");
+    sub.wait_count(
+        "homeassistant/switch/e2e/yard_enabled/config",
+        configs_before + 1,
+        T,
+    );
+
+    // A newcomer gets the states retained (live deliveries never carry the retain flag).
+    let late = Subscriber::connect(broker.port, None);
+    for topic in [
+        "lookout/available",
+        "lookout/clip/status",
+        "lookout/clip/state",
+        "lookout/clip/snapshot",
+        "lookout/yard/enabled/state",
+        "lookout/yard/last_answer",
+        "homeassistant/image/e2e/clip_snapshot/config",
+    ] {
+        let m = late.wait(topic, T, |m| m.topic == topic);
+        assert!(m.retain, "{topic} must be retained");
+    }
+    assert!(
+        late.on("lookout/clip/description").is_empty(),
+        "descriptions are events, not retained"
+    );
+
+    // SIGTERM: `stopped`, exit 0.
+    let status = daemon.term();
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        daemon.log_text()
+    );
+    sub.wait("available stopped", T, |m| {
+        m.topic == "lookout/available" && m.text() == "stopped"
+    });
+}
+
+#[test]
+fn sighup_reloads_cameras_without_reloading_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let sub = Subscriber::connect(broker.port, None);
+    let mqtt = format!("url = \"{}\"", broker.url());
+    let mut daemon = Daemon::start(
+        dir.path(),
+        &config(
+            dir.path(),
+            &mqtt,
+            &testsrc_camera("one", "interval = 1\nscene_change = 0"),
+        ),
+    );
+    sub.wait("one description", T, |m| {
+        m.topic == "lookout/one/description"
+    });
+
+    // Swap camera `one` for `two` and reload.
+    let cfg = config(
+        dir.path(),
+        &mqtt,
+        &testsrc_camera("two", "interval = 1\nscene_change = 0"),
+    );
+    std::fs::write(dir.path().join("lookout.toml"), cfg).unwrap();
+    signal(daemon.child.as_ref().unwrap().id(), "HUP");
+    daemon.wait_log("reloaded: 1 camera(s)", T);
+    sub.wait("two discovery", T, |m| {
+        m.topic == "homeassistant/sensor/e2e/two_description/config"
+    });
+    sub.wait("two description", T, |m| {
+        m.topic == "lookout/two/description"
+    });
+    // `one`'s entities are removed (empty retained config).
+    sub.wait("one removed", T, |m| {
+        m.topic == "homeassistant/sensor/e2e/one_description/config" && m.payload.is_empty()
+    });
+    assert_eq!(
+        daemon.log_text().matches("loading model").count(),
+        1,
+        "the model must not be reloaded"
+    );
+
+    // A broken file on reload keeps the running configuration.
+    std::fs::write(dir.path().join("lookout.toml"), "[camera\n").unwrap();
+    signal(daemon.child.as_ref().unwrap().id(), "HUP");
+    daemon.wait_log("reload failed", T);
+    let n = sub.on("lookout/two/description").len();
+    sub.wait_count("lookout/two/description", n + 1, T);
+    assert!(daemon.term().success());
+}
+
+/// No `mqtt.url`: the embedded broker serves. Under a (fake) systemd: READY=1, WATCHDOG=1,
+/// STATUS=, STOPPING=1.
+#[test]
+fn embedded_broker_and_systemd_notify() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &testsrc_camera("cam", "interval = 1\nscene_change = 0"),
+    );
+    let mut daemon = Daemon::start_with_env(
+        dir.path(),
+        &cfg,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    let mut notes = String::new();
+    let mut buf = [0u8; 4096];
+    let until = std::time::Instant::now() + T;
+    while !(notes.contains("READY=1") && notes.contains("WATCHDOG=1")) {
+        assert!(
+            std::time::Instant::now() < until,
+            "no READY=1 and WATCHDOG=1: {notes:?}\n{}",
+            daemon.log_text()
+        );
+        if let Ok(n) = socket.recv(&mut buf) {
+            notes.push_str(&String::from_utf8_lossy(&buf[..n]));
+            notes.push('\n');
+        }
+    }
+    assert!(notes.contains("STATUS="), "{notes}");
+
+    let sub = Subscriber::connect(port, None);
+    sub.wait("description via the embedded broker", T, |m| {
+        m.topic == "lookout/cam/description"
+    });
+    sub.wait("available", T, |m| {
+        m.topic == "lookout/available" && m.text() == "online"
+    });
+    assert!(daemon.term().success());
+    while let Ok(n) = socket.recv(&mut buf) {
+        notes.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(notes.contains("STOPPING=1"), "{notes}");
+}
