@@ -221,13 +221,13 @@ fn run_job(engine: &Engine, job: Job) -> JobResult {
     );
     let outcome = match image {
         Err(e) => Err(format!("bad frame: {e}")),
-        Ok(_image) => {
+        Ok(image) => {
             let request = Request {
                 prompt,
+                image: Some(image),
+                max_slices: job.camera.max_slices,
                 max_tokens: job.camera.max_tokens,
                 sampling: SamplingParams::default(),
-                // lead: pass frame here once `Request` has the fields:
-                //   image: Some(_image), max_slices: job.camera.max_slices,
             };
             engine
                 .describe(&request, &mut |_| {})

@@ -5,9 +5,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use lookout_models::{Checkpoint, Precision};
+use lookout_models::{Architecture, Checkpoint, Precision};
 use serde::Serialize;
 
+use crate::image::prompt::{PlaceholderTokens, expand_image_placeholders};
+use crate::image::{ImageProcessorConfig, RgbImage, preprocess};
+use crate::minicpmv46::VisionEncoder;
 use crate::qwen35::{LmOptions, LmState, Qwen35};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::tokenizer::{Message, Tokenizer};
@@ -31,6 +34,10 @@ impl Default for EngineOptions {
 #[derive(Clone, Debug)]
 pub struct Request {
     pub prompt: String,
+    /// The picture to answer about; `None` is a text-only chat.
+    pub image: Option<RgbImage>,
+    /// Overrides the checkpoint's `max_slice_nums`; 0 or 1 encodes the overview image only.
+    pub max_slices: Option<usize>,
     pub max_tokens: usize,
     pub sampling: SamplingParams,
 }
@@ -39,6 +46,8 @@ impl Request {
     pub fn new(prompt: impl Into<String>) -> Request {
         Request {
             prompt: prompt.into(),
+            image: None,
+            max_slices: None,
             max_tokens: 256,
             sampling: SamplingParams::default(),
         }
@@ -78,20 +87,62 @@ pub struct Description {
 pub struct Engine {
     pub tokenizer: Tokenizer,
     pub lm: Qwen35,
+    /// Present for checkpoints with a vision tower.
+    pub vision: Option<Vision>,
+    threads: usize,
     load_ms: f64,
+}
+
+/// The image half: processor settings, the encoder, and the token its features replace.
+pub struct Vision {
+    pub processor: ImageProcessorConfig,
+    pub encoder: VisionEncoder,
+    pub image_token_id: u32,
+    pub placeholders: PlaceholderTokens,
+}
+
+impl Vision {
+    fn load(checkpoint: &Checkpoint, tokenizer: &Tokenizer, precision: Precision) -> anyhow::Result<Vision> {
+        let path = checkpoint.dir.join("preprocessor_config.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let processor = ImageProcessorConfig::from_json_str(&text).with_context(|| format!("in {}", path.display()))?;
+        let placeholders = PlaceholderTokens::default();
+        let image_token_id = match checkpoint.config.get("image_token_id").and_then(|v| v.as_u64()) {
+            Some(id) => id as u32,
+            None => tokenizer.token_id(&placeholders.image_token).with_context(|| {
+                format!("the tokenizer has no `{}` token and config.json no image_token_id", placeholders.image_token)
+            })?,
+        };
+        let encoder = VisionEncoder::load(checkpoint, precision)?;
+        Ok(Vision {
+            processor,
+            encoder,
+            image_token_id,
+            placeholders,
+        })
+    }
 }
 
 impl Engine {
     pub fn load(dir: &Path, options: &EngineOptions) -> anyhow::Result<Engine> {
         let start = Instant::now();
-        set_threads(options.threads)?;
+        let threads = set_threads(options.threads)?;
         let checkpoint = Checkpoint::open(dir)?;
         let tokenizer = Tokenizer::open(dir, &checkpoint.text.eos_token_ids)?;
         let lm = Qwen35::load(&checkpoint, &LmOptions::new(options.precision))
             .with_context(|| format!("loading the language model from {}", dir.display()))?;
+        let vision = match checkpoint.architecture {
+            Architecture::MiniCpmV46 => Some(
+                Vision::load(&checkpoint, &tokenizer, options.precision)
+                    .with_context(|| format!("loading the vision encoder from {}", dir.display()))?,
+            ),
+            Architecture::Qwen35Text => None,
+        };
         Ok(Engine {
             tokenizer,
             lm,
+            vision,
+            threads,
             load_ms: ms(start),
         })
     }
@@ -104,12 +155,68 @@ impl Engine {
         on_text: &mut dyn FnMut(&str),
     ) -> anyhow::Result<Description> {
         request.sampling.validate().map_err(anyhow::Error::msg)?;
+        let Some(image) = &request.image else {
+            let rendered = self
+                .tokenizer
+                .render_chat(&[Message::user(request.prompt.clone())], true)?;
+            let prompt_ids = self.tokenizer.encode(&rendered)?;
+            let embeds = self.lm.embed(&prompt_ids)?;
+            return self.generate(request, &prompt_ids, embeds, 0, 0.0, on_text);
+        };
+        let prompt = self.image_prompt(image, &request.prompt, request.max_slices)?;
+        self.generate(request, &prompt.ids, prompt.embeds, prompt.image_tokens, prompt.encode_ms, on_text)
+    }
+
+    /// Tokenizes a prompt about `image` exactly as the reference processor does and splices the
+    /// image features into its embeddings at the placeholder positions.
+    pub fn image_prompt(&self, image: &RgbImage, text: &str, max_slices: Option<usize>) -> anyhow::Result<ImagePrompt> {
+        let vision = self
+            .vision
+            .as_ref()
+            .context("this checkpoint has no vision tower (a text-only Qwen3.5 model): it cannot describe images")?;
+        let start = Instant::now();
+        let mut processor = vision.processor.clone();
+        if let Some(n) = max_slices {
+            processor.max_slice_nums = n as u32;
+            processor.slice_mode &= n > 1;
+        }
+        let image = preprocess(image, &processor)?;
+        let layout = image.token_layout(vision.encoder.downsample_mode());
         let rendered = self
             .tokenizer
-            .render_chat(&[Message::user(request.prompt.clone())], true)?;
-        let prompt_ids = self.tokenizer.encode(&rendered)?;
-        let embeds = self.lm.embed(&prompt_ids)?;
-        self.generate(request, &prompt_ids, embeds, 0, 0.0, on_text)
+            .render_chat(&[Message::user_with_image(text)], true)?;
+        let expanded = expand_image_placeholders(&rendered, &[layout], &vision.placeholders, processor.use_image_id)?;
+        let ids = self.tokenizer.encode(&expanded)?;
+
+        let slices: Vec<(&[f32], (usize, usize))> = image
+            .all()
+            .map(|s| (s.pixel_values.as_slice(), (s.patches.rows as usize, s.patches.cols as usize)))
+            .collect();
+        let features = vision.encoder.encode_many(&slices, self.threads)?;
+        let mut embeds = self.lm.embed(&ids)?;
+        let width = self.lm.config.hidden_size;
+        let positions: Vec<usize> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| **id == vision.image_token_id)
+            .map(|(i, _)| i)
+            .collect();
+        let feature_rows: Vec<&[f32]> = features.iter().flat_map(|f| f.chunks_exact(width)).collect();
+        anyhow::ensure!(
+            positions.len() == feature_rows.len(),
+            "the prompt has {} image placeholder tokens but the encoder produced {} features",
+            positions.len(),
+            feature_rows.len()
+        );
+        for (&position, row) in positions.iter().zip(feature_rows) {
+            embeds[position * width..(position + 1) * width].copy_from_slice(row);
+        }
+        Ok(ImagePrompt {
+            image_tokens: positions.len(),
+            ids,
+            embeds,
+            encode_ms: ms(start),
+        })
     }
 
     /// Prefills `embeds` (the prompt, with any image features spliced in) and decodes.
@@ -179,8 +286,18 @@ impl Engine {
     }
 }
 
-/// Sets the worker pool used by tract's matrix products for the whole process.
-pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+/// A prompt about an image, ready for prefill.
+pub struct ImagePrompt {
+    pub ids: Vec<u32>,
+    /// `[ids.len(), hidden]`, image features in place of the placeholder tokens.
+    pub embeds: Vec<f32>,
+    pub image_tokens: usize,
+    pub encode_ms: f64,
+}
+
+/// Sets the worker pool used by tract's matrix products for the whole process; returns the
+/// number of threads.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<usize> {
     let n = match threads {
         Some(0) => anyhow::bail!("threads must be at least 1"),
         Some(n) => n,
@@ -194,7 +311,7 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     } else {
         Executor::multithread(n)
     });
-    Ok(())
+    Ok(n)
 }
 
 fn ms(since: Instant) -> f64 {

@@ -20,18 +20,41 @@ pub enum TokenizerError {
     Decode(String),
 }
 
-/// One chat message; `content` already holds any image placeholders.
+/// One chat message, in the shape chat templates expect: plain text, or a list of typed parts
+/// (`{"type": "image"}`, `{"type": "text", "text": ...}`) that the template turns into placeholders.
 #[derive(Clone, Debug, Serialize)]
 pub struct Message {
     pub role: String,
-    pub content: String,
+    pub content: Content,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Part {
+    Image,
+    Text { text: String },
 }
 
 impl Message {
     pub fn user(content: impl Into<String>) -> Message {
         Message {
             role: "user".into(),
-            content: content.into(),
+            content: Content::Text(content.into()),
+        }
+    }
+
+    /// A user turn with one image before the text, as the reference processor's examples put it.
+    pub fn user_with_image(text: impl Into<String>) -> Message {
+        Message {
+            role: "user".into(),
+            content: Content::Parts(vec![Part::Image, Part::Text { text: text.into() }]),
         }
     }
 }

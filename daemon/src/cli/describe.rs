@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 use lookout_models::Precision;
+use anyhow::Context;
 use lookout_pipeline::engine::{Engine, EngineOptions, Request};
+use lookout_pipeline::image::decode_image;
 use lookout_pipeline::sampler::SamplingParams;
 
 #[derive(Args, Debug)]
@@ -14,6 +16,13 @@ pub struct DescribeArgs {
     /// Model directory (a Hugging Face checkpoint).
     #[arg(long)]
     pub model: PathBuf,
+    /// Image to describe (JPEG, PNG or WebP); without it the model chats text-only.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Most slices to cut the image into (default: the checkpoint's `max_slice_nums`; 0 or 1
+    /// encodes the overview image only).
+    #[arg(long)]
+    pub max_slices: Option<usize>,
     /// The question or instruction.
     #[arg(long, default_value = "Describe this image.")]
     pub prompt: String,
@@ -43,6 +52,13 @@ pub struct DescribeArgs {
 }
 
 pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
+    let image = match &args.image {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(decode_image(&bytes).with_context(|| format!("decoding {}", path.display()))?)
+        }
+        None => None,
+    };
     let engine = Engine::load(
         &args.model,
         &EngineOptions {
@@ -52,6 +68,8 @@ pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
     )?;
     let request = Request {
         prompt: args.prompt.clone(),
+        image,
+        max_slices: args.max_slices,
         max_tokens: args.max_tokens,
         sampling: SamplingParams {
             temperature: args.temperature,
