@@ -196,7 +196,9 @@ impl TextConfig {
             None => f.opt_f64("partial_rotary_factor")?.unwrap_or(0.25),
         };
         let rotary_dim = (head_dim as f64 * partial) as usize;
-        if !(partial > 0.0 && partial <= 1.0) || rotary_dim % 2 != 0 || rotary_dim == 0 {
+        let valid =
+            partial > 0.0 && partial <= 1.0 && rotary_dim > 0 && rotary_dim.is_multiple_of(2);
+        if !valid {
             return Err(f.err(
                 "partial_rotary_factor",
                 format!("{partial} gives a rotary width of {rotary_dim} on head_dim {head_dim}; it must be even and positive"),

@@ -102,16 +102,31 @@ pub struct Vision {
 }
 
 impl Vision {
-    fn load(checkpoint: &Checkpoint, tokenizer: &Tokenizer, precision: Precision) -> anyhow::Result<Vision> {
+    fn load(
+        checkpoint: &Checkpoint,
+        tokenizer: &Tokenizer,
+        precision: Precision,
+    ) -> anyhow::Result<Vision> {
         let path = checkpoint.dir.join("preprocessor_config.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let processor = ImageProcessorConfig::from_json_str(&text).with_context(|| format!("in {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let processor = ImageProcessorConfig::from_json_str(&text)
+            .with_context(|| format!("in {}", path.display()))?;
         let placeholders = PlaceholderTokens::default();
-        let image_token_id = match checkpoint.config.get("image_token_id").and_then(|v| v.as_u64()) {
+        let image_token_id = match checkpoint
+            .config
+            .get("image_token_id")
+            .and_then(|v| v.as_u64())
+        {
             Some(id) => id as u32,
-            None => tokenizer.token_id(&placeholders.image_token).with_context(|| {
-                format!("the tokenizer has no `{}` token and config.json no image_token_id", placeholders.image_token)
-            })?,
+            None => tokenizer
+                .token_id(&placeholders.image_token)
+                .with_context(|| {
+                    format!(
+                        "the tokenizer has no `{}` token and config.json no image_token_id",
+                        placeholders.image_token
+                    )
+                })?,
         };
         let encoder = VisionEncoder::load(checkpoint, precision)?;
         Ok(Vision {
@@ -133,8 +148,9 @@ impl Engine {
             .with_context(|| format!("loading the language model from {}", dir.display()))?;
         let vision = match checkpoint.architecture {
             Architecture::MiniCpmV46 => Some(
-                Vision::load(&checkpoint, &tokenizer, options.precision)
-                    .with_context(|| format!("loading the vision encoder from {}", dir.display()))?,
+                Vision::load(&checkpoint, &tokenizer, options.precision).with_context(|| {
+                    format!("loading the vision encoder from {}", dir.display())
+                })?,
             ),
             Architecture::Qwen35Text => None,
         };
@@ -164,12 +180,24 @@ impl Engine {
             return self.generate(request, &prompt_ids, embeds, 0, 0.0, on_text);
         };
         let prompt = self.image_prompt(image, &request.prompt, request.max_slices)?;
-        self.generate(request, &prompt.ids, prompt.embeds, prompt.image_tokens, prompt.encode_ms, on_text)
+        self.generate(
+            request,
+            &prompt.ids,
+            prompt.embeds,
+            prompt.image_tokens,
+            prompt.encode_ms,
+            on_text,
+        )
     }
 
     /// Tokenizes a prompt about `image` exactly as the reference processor does and splices the
     /// image features into its embeddings at the placeholder positions.
-    pub fn image_prompt(&self, image: &RgbImage, text: &str, max_slices: Option<usize>) -> anyhow::Result<ImagePrompt> {
+    pub fn image_prompt(
+        &self,
+        image: &RgbImage,
+        text: &str,
+        max_slices: Option<usize>,
+    ) -> anyhow::Result<ImagePrompt> {
         let vision = self
             .vision
             .as_ref()
@@ -185,12 +213,22 @@ impl Engine {
         let rendered = self
             .tokenizer
             .render_chat(&[Message::user_with_image(text)], true)?;
-        let expanded = expand_image_placeholders(&rendered, &[layout], &vision.placeholders, processor.use_image_id)?;
+        let expanded = expand_image_placeholders(
+            &rendered,
+            &[layout],
+            &vision.placeholders,
+            processor.use_image_id,
+        )?;
         let ids = self.tokenizer.encode(&expanded)?;
 
         let slices: Vec<(&[f32], (usize, usize))> = image
             .all()
-            .map(|s| (s.pixel_values.as_slice(), (s.patches.rows as usize, s.patches.cols as usize)))
+            .map(|s| {
+                (
+                    s.pixel_values.as_slice(),
+                    (s.patches.rows as usize, s.patches.cols as usize),
+                )
+            })
             .collect();
         let features = vision.encoder.encode_many(&slices, self.threads)?;
         let mut embeds = self.lm.embed(&ids)?;
@@ -201,7 +239,10 @@ impl Engine {
             .filter(|(_, id)| **id == vision.image_token_id)
             .map(|(i, _)| i)
             .collect();
-        let feature_rows: Vec<&[f32]> = features.iter().flat_map(|f| f.chunks_exact(width)).collect();
+        let feature_rows: Vec<&[f32]> = features
+            .iter()
+            .flat_map(|f| f.chunks_exact(width))
+            .collect();
         anyhow::ensure!(
             positions.len() == feature_rows.len(),
             "the prompt has {} image placeholder tokens but the encoder produced {} features",

@@ -34,14 +34,24 @@ const CHUNK_ELEMENTS: usize = 1 << 20;
 
 impl Matrix {
     pub fn from_values(rows: usize, cols: usize, data: Vec<f32>) -> Matrix {
-        Matrix { rows, cols, data: MatrixData::Values(data) }
+        Matrix {
+            rows,
+            cols,
+            data: MatrixData::Values(data),
+        }
     }
 
     /// Calls `f` with consecutive runs of whole rows, in order.
     fn for_each_chunk(&self, mut f: impl FnMut(&[f32])) -> TractResult<()> {
         match &self.data {
             MatrixData::Values(v) => {
-                ensure!(v.len() == self.rows * self.cols, "matrix has {} values, expected {}x{}", v.len(), self.rows, self.cols);
+                ensure!(
+                    v.len() == self.rows * self.cols,
+                    "matrix has {} values, expected {}x{}",
+                    v.len(),
+                    self.rows,
+                    self.cols
+                );
                 f(v);
             }
             MatrixData::Stored(location) => {
@@ -93,7 +103,10 @@ impl Matrix {
                 offset += block_bytes;
             }
         })?;
-        ensure!(offset == total, "quantized {offset} bytes, expected {total}");
+        ensure!(
+            offset == total,
+            "quantized {offset} bytes, expected {total}"
+        );
         Ok(blob)
     }
 }
@@ -183,17 +196,20 @@ impl GraphBuilder {
     ) -> TractResult<OutletId> {
         let rank = self.model.outlet_fact(x)?.rank();
         ensure!(
-            rank >= 1 && rank <= 6,
+            (1..=6).contains(&rank),
             "{name}: linear input must have rank 1 to 6"
         );
         let batch: String = "abcdef"[..rank - 1].to_string();
         let (weight, expr) = match precision {
-            Precision::Q4_0 if w.cols % Q4_0_BLOCK == 0 => {
+            Precision::Q4_0 if w.cols.is_multiple_of(Q4_0_BLOCK) => {
                 let blob = w.to_q4_0()?;
-                let storage = BlockQuantStorage::new(Box::new(Q4_0), w.rows, w.cols, Arc::new(blob))?;
+                let storage =
+                    BlockQuantStorage::new(Box::new(Q4_0), w.rows, w.cols, Arc::new(blob))?;
                 let fact = BlockQuantFact::new(Box::new(Q4_0), tvec!(1, w.rows, w.cols));
                 let konst = Const::new_with_exotic_fact(
-                    Arc::new(storage.into_tensor_with_shape(f32::datum_type(), &[1, w.rows, w.cols])),
+                    Arc::new(
+                        storage.into_tensor_with_shape(f32::datum_type(), &[1, w.rows, w.cols]),
+                    ),
                     Box::new(fact),
                 )?;
                 let weight = self.wire(format!("{name}.weight"), konst, &[])?;
@@ -201,11 +217,17 @@ impl GraphBuilder {
             }
             Precision::F32 => {
                 let t = Tensor::from_shape(&[w.rows, w.cols], &w.to_f32()?)?;
-                (self.constant(format!("{name}.weight"), t)?, format!("{batch}k,nk->{batch}n"))
+                (
+                    self.constant(format!("{name}.weight"), t)?,
+                    format!("{batch}k,nk->{batch}n"),
+                )
             }
             Precision::F16 | Precision::Q4_0 => {
                 let t = Tensor::from_shape(&[w.rows, w.cols], &w.to_f16()?)?;
-                (self.constant(format!("{name}.weight"), t)?, format!("{batch}k,nk->{batch}n"))
+                (
+                    self.constant(format!("{name}.weight"), t)?,
+                    format!("{batch}k,nk->{batch}n"),
+                )
             }
         };
         drop(w);
@@ -392,7 +414,12 @@ mod tests {
             let w = Matrix::from_values(rows, cols, pseudo_random(rows * cols, rows as u32));
             let blob = Q4_0.quant_f32(&w.to_f32().unwrap()).unwrap();
             let dequant = Q4_0.dequant_f32(&blob).unwrap();
-            let dequant = dequant.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+            let dequant = dequant
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec();
             let dequant = Matrix::from_values(rows, cols, dequant);
             for s in [1, 7, 41] {
                 let x = pseudo_random(s * cols, 99 + s as u32);

@@ -131,7 +131,7 @@ impl Qwen35 {
     pub fn forward(&self, state: &mut LmState, embeds: &[f32]) -> anyhow::Result<Vec<f32>> {
         let c = &self.config;
         anyhow::ensure!(
-            !embeds.is_empty() && embeds.len() % c.hidden_size == 0,
+            !embeds.is_empty() && embeds.len().is_multiple_of(c.hidden_size),
             "input embeddings have {} values, not a positive multiple of the hidden size {}",
             embeds.len(),
             c.hidden_size
@@ -239,7 +239,7 @@ impl Qwen35Builder<'_> {
         cols: usize,
     ) -> anyhow::Result<OutletId> {
         let w = self.matrix(&format!("{name}.weight"), rows, cols)?;
-        Ok(self.g.linear(name, x, w, None, self.options.precision)?)
+        self.g.linear(name, x, w, None, self.options.precision)
     }
 
     /// Qwen3.5's RMSNorm: the stored weight is an offset from 1.
@@ -255,9 +255,8 @@ impl Qwen35Builder<'_> {
             .iter()
             .map(|w| 1.0 + w)
             .collect();
-        Ok(self
-            .g
-            .rms_norm(name, x, axis, self.cfg.rms_norm_eps, &scale)?)
+        self.g
+            .rms_norm(name, x, axis, self.cfg.rms_norm_eps, &scale)
     }
 
     fn build(&mut self) -> anyhow::Result<TypedModel> {
@@ -523,9 +522,7 @@ impl Qwen35Builder<'_> {
             return Ok(embedded);
         }
         let pass = self.g.slice(&format!("{name}.pass"), x, 2, rd, hd)?;
-        Ok(self
-            .g
-            .concat(&format!("{name}.out"), 2, &[embedded, pass])?)
+        self.g.concat(&format!("{name}.out"), 2, &[embedded, pass])
     }
 
     /// Gated DeltaNet. Returns the layer output, the conv window and the recurrent state.

@@ -35,7 +35,8 @@ fn load_error(dir: &Path) -> String {
 
 fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = dir.join("config.json");
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     edit(&mut config);
     std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
 }
@@ -58,7 +59,10 @@ fn rewrite_safetensors(dir: &Path, edit: impl Fn(&str, &[usize]) -> Option<Vec<u
         }
     }
     for (name, shape, dtype, data) in &storage {
-        kept.push((name.clone(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap()));
+        kept.push((
+            name.clone(),
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap(),
+        ));
     }
     let out = safetensors::serialize(kept, None).unwrap();
     std::fs::write(&path, out).unwrap();
@@ -71,18 +75,31 @@ fn missing_tensor_is_named() {
         (name != "model.layers.2.linear_attn.in_proj_z.weight").then(|| shape.to_vec())
     });
     let err = load_error(&dir);
-    assert!(err.contains("model.layers.2.linear_attn.in_proj_z.weight") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("model.layers.2.linear_attn.in_proj_z.weight") && err.contains("missing"),
+        "{err}"
+    );
 }
 
 #[test]
 fn wrong_shape_is_named_with_both_shapes() {
     let dir = copy_fixture("qwen35-tiny-a", "shape");
     rewrite_safetensors(&dir, |name, shape| {
-        if name == "model.layers.3.self_attn.k_proj.weight" { Some(vec![shape[0], shape[1] - 1]) } else { Some(shape.to_vec()) }
+        if name == "model.layers.3.self_attn.k_proj.weight" {
+            Some(vec![shape[0], shape[1] - 1])
+        } else {
+            Some(shape.to_vec())
+        }
     });
     let err = load_error(&dir);
-    assert!(err.contains("model.layers.3.self_attn.k_proj.weight"), "{err}");
-    assert!(err.contains("[64, 63]") && err.contains("[64, 64]"), "{err}");
+    assert!(
+        err.contains("model.layers.3.self_attn.k_proj.weight"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[64, 63]") && err.contains("[64, 64]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -92,7 +109,10 @@ fn truncated_safetensors_is_reported_at_open() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
     let err = load_error(&dir);
-    assert!(err.contains("model.safetensors") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("model.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -107,10 +127,31 @@ fn unknown_model_type_is_refused() {
 fn unsupported_config_values_name_the_field() {
     for (field, value, expected) in [
         ("hidden_act", serde_json::json!("gelu"), "hidden_act"),
-        ("layer_types", serde_json::json!(["linear_attention", "mamba", "linear_attention", "full_attention"]), "layer_types[1]"),
-        ("num_key_value_heads", serde_json::json!(3), "num_key_value_heads"),
-        ("rope_parameters", serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0}), "rope_parameters.rope_type"),
-        ("linear_num_value_heads", serde_json::json!(3), "linear_num_value_heads"),
+        (
+            "layer_types",
+            serde_json::json!([
+                "linear_attention",
+                "mamba",
+                "linear_attention",
+                "full_attention"
+            ]),
+            "layer_types[1]",
+        ),
+        (
+            "num_key_value_heads",
+            serde_json::json!(3),
+            "num_key_value_heads",
+        ),
+        (
+            "rope_parameters",
+            serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0}),
+            "rope_parameters.rope_type",
+        ),
+        (
+            "linear_num_value_heads",
+            serde_json::json!(3),
+            "linear_num_value_heads",
+        ),
     ] {
         let dir = copy_fixture("qwen35-tiny-a", &format!("field-{field}"));
         edit_config(&dir, |c| c[field] = value.clone());
@@ -122,7 +163,11 @@ fn unsupported_config_values_name_the_field() {
 #[test]
 fn malformed_tokenizer_json_is_named() {
     let dir = copy_fixture("qwen35-tiny-a", "tokenizer");
-    std::fs::write(dir.join("tokenizer.json"), "{\"model\": {\"type\": \"BPE\", \"vocab\": 12").unwrap();
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": 12",
+    )
+    .unwrap();
     let err = load_error(&dir);
     assert!(err.contains("tokenizer.json"), "{err}");
 }
@@ -131,5 +176,10 @@ fn malformed_tokenizer_json_is_named() {
 fn missing_config_is_named() {
     let dir = copy_fixture("qwen35-tiny-a", "no-config");
     std::fs::remove_file(dir.join("config.json")).unwrap();
-    assert!(Checkpoint::open(&dir).unwrap_err().to_string().contains("config.json"));
+    assert!(
+        Checkpoint::open(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("config.json")
+    );
 }

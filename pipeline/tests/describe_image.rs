@@ -27,7 +27,8 @@ fn image_prompts_and_continuations_match_reference() {
         let engine = engine(name);
         let dir = fixture(name);
         let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("golden_vision.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join("golden_vision.json")).unwrap())
+                .unwrap();
         let g = goldens(dir.join("golden_vision.safetensors"));
         let question = meta["messages"][0]["content"][1]["text"].as_str().unwrap();
         for entry in meta["images"].as_array().unwrap() {
@@ -47,16 +48,25 @@ fn image_prompts_and_continuations_match_reference() {
             let mut logits = engine.lm.forward(&mut state, &prompt.embeds).unwrap();
             let first = g[&format!("{key}.first_logits")].f32();
             let err = max_abs_diff(&logits, &first);
-            assert!(err < LOGIT_TOLERANCE, "{name}/{key}: first-step logits differ by {err}");
+            assert!(
+                err < LOGIT_TOLERANCE,
+                "{name}/{key}: first-step logits differ by {err}"
+            );
             let expected = g[&format!("{key}.generated_ids")].ids();
             let mut generated = vec![];
             for _ in 0..expected.len() {
                 let token = argmax(&logits);
                 generated.push(token);
-                logits = engine.lm.forward(&mut state, &engine.lm.embed(&[token]).unwrap()).unwrap();
+                logits = engine
+                    .lm
+                    .forward(&mut state, &engine.lm.embed(&[token]).unwrap())
+                    .unwrap();
             }
             assert_eq!(generated, expected, "{name}/{key}: greedy continuation");
-            eprintln!("{name}/{key}: {} prompt tokens, first-logit error {err:.1e}", prompt.ids.len());
+            eprintln!(
+                "{name}/{key}: {} prompt tokens, first-logit error {err:.1e}",
+                prompt.ids.len()
+            );
         }
     }
 }
@@ -80,7 +90,9 @@ fn describe_reports_image_tokens_and_max_slices_limits_them() {
 fn text_only_checkpoint_refuses_images_clearly() {
     let engine = engine("qwen35-tiny-a");
     let mut request = Request::new("hi");
-    request.image = Some(decode_image(&std::fs::read(fixture("images").join("tiny_40x30.png")).unwrap()).unwrap());
+    request.image = Some(
+        decode_image(&std::fs::read(fixture("images").join("tiny_40x30.png")).unwrap()).unwrap(),
+    );
     let err = engine.describe(&request, &mut |_| {}).unwrap_err();
     assert!(format!("{err:#}").contains("no vision tower"), "{err:#}");
 }

@@ -37,7 +37,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     println!(
         "{:<6} {:>3} {:>9} {:>9} {:>12} {:>12} {:>12} {:>13}",
-        "weights", "thr", "load_ms", "rss_mb", "prefill64/s", "prefill512/s", "decode@64/s", "decode@1024/s"
+        "weights",
+        "thr",
+        "load_ms",
+        "rss_mb",
+        "prefill64/s",
+        "prefill512/s",
+        "decode@64/s",
+        "decode@1024/s"
     );
     let exe = std::env::current_exe()?;
     for &precision in &args.weights {
@@ -54,7 +61,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .arg(args.repeat.to_string())
                 .arg("--single")
                 .status()?;
-            anyhow::ensure!(status.success(), "benchmark of {precision} with {threads} threads failed");
+            anyhow::ensure!(
+                status.success(),
+                "benchmark of {precision} with {threads} threads failed"
+            );
         }
     }
     Ok(())
@@ -62,8 +72,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
     let (&precision, &threads) = (
-        args.weights.first().ok_or_else(|| anyhow::anyhow!("no precision"))?,
-        args.threads.first().ok_or_else(|| anyhow::anyhow!("no thread count"))?,
+        args.weights
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no precision"))?,
+        args.threads
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no thread count"))?,
     );
     set_threads(Some(threads))?;
     let start = Instant::now();
@@ -74,7 +88,9 @@ fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
 
     // Deterministic token ids spread over the vocabulary; speed does not depend on the values.
     let vocab = lm.config.vocab_size as u64;
-    let ids: Vec<u32> = (0..1024u64).map(|i| ((i * 2_654_435_761) % vocab) as u32).collect();
+    let ids: Vec<u32> = (0..1024u64)
+        .map(|i| ((i * 2_654_435_761) % vocab) as u32)
+        .collect();
 
     let prefill = |len: usize| -> anyhow::Result<f64> {
         median(args.repeat, || {
@@ -116,7 +132,9 @@ fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 fn median(repeat: usize, mut f: impl FnMut() -> anyhow::Result<f64>) -> anyhow::Result<f64> {
-    let mut values = (0..repeat.max(1)).map(|_| f()).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut values = (0..repeat.max(1))
+        .map(|_| f())
+        .collect::<anyhow::Result<Vec<_>>>()?;
     values.sort_by(f64::total_cmp);
     Ok(values[values.len() / 2])
 }

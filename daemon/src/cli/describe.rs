@@ -4,9 +4,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 use lookout_models::Precision;
-use anyhow::Context;
 use lookout_pipeline::engine::{Engine, EngineOptions, Request};
 use lookout_pipeline::image::decode_image;
 use lookout_pipeline::sampler::SamplingParams;
@@ -54,7 +54,8 @@ pub struct DescribeArgs {
 pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
     let image = match &args.image {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             Some(decode_image(&bytes).with_context(|| format!("decoding {}", path.display()))?)
         }
         None => None,

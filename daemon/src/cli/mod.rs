@@ -8,7 +8,11 @@ mod run;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "lookout", version, about = "Local vision-language model for cameras")]
+#[command(
+    name = "lookout",
+    version,
+    about = "Local vision-language model for cameras"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
