@@ -24,6 +24,9 @@ use crate::embedding::EmbeddingTable;
 use crate::graph::{GraphBuilder, Matrix, MatrixData};
 use crate::ops::GatedDeltaRule;
 
+/// Most tokens run through the graph in one call.
+pub const PREFILL_CHUNK: usize = 128;
+
 #[derive(Clone, Debug)]
 pub struct LmOptions {
     pub precision: Precision,
@@ -128,7 +131,26 @@ impl Qwen35 {
 
     /// Runs `embeds` (`[S, hidden]`, row-major) through the model after the positions already in
     /// `state`, and returns the logits (last position, or all positions with `all_logits`).
+    ///
+    /// Long inputs run in chunks of [`PREFILL_CHUNK`] tokens: the plan keeps per-node scratch
+    /// sized for the longest call it has seen, so one 1000-token call would leave hundreds of MB
+    /// resident for the rest of the session.
     pub fn forward(&self, state: &mut LmState, embeds: &[f32]) -> anyhow::Result<Vec<f32>> {
+        anyhow::ensure!(!embeds.is_empty(), "no input embeddings");
+        let width = self.config.hidden_size;
+        let mut logits = Vec::new();
+        for chunk in embeds.chunks(PREFILL_CHUNK * width) {
+            let chunk_logits = self.forward_chunk(state, chunk)?;
+            if self.all_logits {
+                logits.extend(chunk_logits);
+            } else {
+                logits = chunk_logits;
+            }
+        }
+        Ok(logits)
+    }
+
+    fn forward_chunk(&self, state: &mut LmState, embeds: &[f32]) -> anyhow::Result<Vec<f32>> {
         let c = &self.config;
         anyhow::ensure!(
             !embeds.is_empty() && embeds.len().is_multiple_of(c.hidden_size),
