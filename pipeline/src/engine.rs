@@ -210,9 +210,19 @@ impl Engine {
         }
         let image = preprocess(image, &processor)?;
         let layout = image.token_layout(vision.encoder.downsample_mode());
-        let rendered = self
+        // Multimodal templates render an image part as the image token; text-only templates
+        // (Qwen's own, for one) reject non-string content, and get the token inline instead, in
+        // the same place and form.
+        let rendered = match self
             .tokenizer
-            .render_chat(&[Message::user_with_image(text)], true)?;
+            .render_chat(&[Message::user_with_image(text)], true)
+        {
+            Ok(rendered) => rendered,
+            Err(_) => {
+                let inline = format!("{}\n{text}", vision.placeholders.image_token);
+                self.tokenizer.render_chat(&[Message::user(inline)], true)?
+            }
+        };
         let expanded = expand_image_placeholders(
             &rendered,
             &[layout],

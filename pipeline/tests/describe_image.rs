@@ -96,3 +96,39 @@ fn text_only_checkpoint_refuses_images_clearly() {
     let err = engine.describe(&request, &mut |_| {}).unwrap_err();
     assert!(format!("{err:#}").contains("no vision tower"), "{err:#}");
 }
+
+#[test]
+fn text_only_chat_template_gets_the_image_token_inline() {
+    // A template that only accepts string content, as Qwen's own text template does.
+    let dir = std::env::temp_dir().join(format!("lookout-string-template-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture("minicpmv46-tiny-16x")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(
+        dir.join("chat_template.jinja"),
+        "{%- for message in messages %}{%- if message.content.startswith('<tool') %}{%- endif %}\
+         {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endfor %}\
+         {%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}",
+    )
+    .unwrap();
+    let engine = Engine::load(
+        &dir,
+        &EngineOptions {
+            precision: Precision::F32,
+            threads: Some(1),
+        },
+    )
+    .unwrap();
+    let g = goldens(fixture("minicpmv46-tiny-16x").join("golden_vision.safetensors"));
+    let image = decode_image(&std::fs::read(fixture("images").join("square_300x300.png")).unwrap())
+        .unwrap();
+    let prompt = engine
+        .image_prompt(&image, "What is in the image?", None)
+        .unwrap();
+    assert_eq!(prompt.ids, g["square_300x300.input_ids"].ids());
+}
