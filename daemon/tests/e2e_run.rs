@@ -224,8 +224,9 @@ fn descriptions_discovery_commands_and_clean_stop() {
         let m = late.wait(topic, T, |m| m.topic == topic);
         assert!(m.retain, "{topic} must be retained");
     }
+    // Live descriptions may arrive meanwhile; none may come from the retained store.
     assert!(
-        late.on("lookout/clip/description").is_empty(),
+        late.on("lookout/clip/description").iter().all(|m| !m.retain),
         "descriptions are events, not retained"
     );
 
