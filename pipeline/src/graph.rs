@@ -301,6 +301,38 @@ impl GraphBuilder {
         self.binary(format!("{name}.add"), math::add(), scaled, b)
     }
 
+    /// Scaled dot-product attention spelled with einsums, so tract picks matmul kernels for it:
+    /// `scores = q·k / sqrt(head_dim)` by `scores_expr`, plus an optional additive `mask`,
+    /// softmax over `softmax_axis` (the key axis of the scores), then `context_expr` with `v`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &mut self,
+        name: &str,
+        (q, k, v): (OutletId, OutletId, OutletId),
+        head_dim: usize,
+        scores_expr: &str,
+        context_expr: &str,
+        softmax_axis: usize,
+        mask: Option<OutletId>,
+    ) -> TractResult<OutletId> {
+        let scores = self.wire(
+            format!("{name}.scores"),
+            EinSum::new(scores_expr.parse()?, f32::datum_type()),
+            &[q, k],
+        )?;
+        let scale = self.scalar(format!("{name}.scale"), 1.0 / (head_dim as f32).sqrt())?;
+        let mut scores = self.binary(format!("{name}.scaled"), math::mul(), scores, scale)?;
+        if let Some(mask) = mask {
+            scores = self.binary(format!("{name}.masked"), math::add(), scores, mask)?;
+        }
+        let probs = self.softmax(&format!("{name}.softmax"), scores, softmax_axis)?;
+        self.wire(
+            format!("{name}.context"),
+            EinSum::new(context_expr.parse()?, f32::datum_type()),
+            &[probs, v],
+        )
+    }
+
     pub fn softmax(&mut self, name: &str, x: OutletId, axis: usize) -> TractResult<OutletId> {
         self.wire(
             name,

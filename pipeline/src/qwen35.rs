@@ -15,7 +15,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use lookout_models::{Checkpoint, LayerType, Precision, TextConfig};
 use tract_core::internal::*;
-use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math;
 use tract_core::ops::nn::{sigmoid, silu::silu};
 use tract_transformers::ops::causal_conv1d_update::CausalConv1dUpdate;
@@ -483,25 +482,14 @@ impl Qwen35Builder<'_> {
         let q = self
             .g
             .reshape(&format!("{name}.q_groups"), q, 1, &[nh], &[nkv, group])?;
-        let scores = self.g.wire(
-            format!("{name}.scores"),
-            EinSum::new("skgd,ktd->kgst".parse()?, f32::datum_type()),
-            &[q, k_all],
-        )?;
-        let scale = self
-            .g
-            .scalar(format!("{name}.scale"), 1.0 / (hd as f32).sqrt())?;
-        let scores = self
-            .g
-            .binary(format!("{name}.scaled"), math::mul(), scores, scale)?;
-        let scores = self
-            .g
-            .binary(format!("{name}.masked"), math::add(), scores, shared.mask)?;
-        let probs = self.g.softmax(&format!("{name}.softmax"), scores, 3)?;
-        let out = self.g.wire(
-            format!("{name}.context"),
-            EinSum::new("kgst,ktd->skgd".parse()?, f32::datum_type()),
-            &[probs, v_all],
+        let out = self.g.attention(
+            name,
+            (q, k_all, v_all),
+            hd,
+            "skgd,ktd->kgst",
+            "kgst,ktd->skgd",
+            3,
+            Some(shared.mask),
         )?;
         let out = self.g.reshape(
             &format!("{name}.context_flat"),

@@ -29,7 +29,6 @@ use anyhow::{Context, bail, ensure};
 use lookout_models::{Architecture, Checkpoint, Precision};
 use tract_core::internal::*;
 use tract_core::ops::array::Gather;
-use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math;
 use tract_core::ops::nn::gelu_approximate::gelu_approximate;
 use tract_core::ops::nn::gelu_exact::gelu_exact;
@@ -620,24 +619,14 @@ impl VisionBuilder<'_> {
         let q = heads(self, "q_proj")?;
         let k = heads(self, "k_proj")?;
         let v = heads(self, "v_proj")?;
-        let scores = self.g.wire(
-            format!("{name}.scores"),
-            EinSum::new(format!("{g}qhd,{g}khd->{g}hqk").parse()?, f32::datum_type()),
-            &[q, k],
-        )?;
-        let scale = self
-            .g
-            .scalar(format!("{name}.scale"), 1.0 / (hd as f32).sqrt())?;
-        let scores = self
-            .g
-            .binary(format!("{name}.scaled"), math::mul(), scores, scale)?;
-        let probs = self
-            .g
-            .softmax(&format!("{name}.softmax"), scores, head_axis + 1)?;
-        let out = self.g.wire(
-            format!("{name}.context"),
-            EinSum::new(format!("{g}hqk,{g}khd->{g}qhd").parse()?, f32::datum_type()),
-            &[probs, v],
+        let out = self.g.attention(
+            name,
+            (q, k, v),
+            hd,
+            &format!("{g}qhd,{g}khd->{g}hqk"),
+            &format!("{g}hqk,{g}khd->{g}qhd"),
+            head_axis + 1,
+            None,
         )?;
         let out = self.g.reshape(
             &format!("{name}.context_flat"),
