@@ -226,7 +226,9 @@ fn descriptions_discovery_commands_and_clean_stop() {
     }
     // Live descriptions may arrive meanwhile; none may come from the retained store.
     assert!(
-        late.on("lookout/clip/description").iter().all(|m| !m.retain),
+        late.on("lookout/clip/description")
+            .iter()
+            .all(|m| !m.retain),
         "descriptions are events, not retained"
     );
 
