@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use clap::Args;
 use lookout_models::{Checkpoint, Precision};
-use lookout_pipeline::engine::set_threads;
+use lookout_pipeline::engine::{Engine, EngineOptions, set_threads};
+use lookout_pipeline::image::RgbImage;
 use lookout_pipeline::qwen35::{LmOptions, Qwen35};
 
 #[derive(Args, Debug)]
@@ -26,6 +27,11 @@ pub struct BenchArgs {
     /// Timed repetitions of each measurement; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    /// Measure image encoding instead (MiniCPM-V checkpoints): one 448x448 slice and a
+    /// 1920x1080 frame cut into at most 1, 4 and 9 slices; peak RSS then covers the whole model
+    /// describing that frame (encode and prefill).
+    #[arg(long)]
+    pub vision: bool,
     /// Run one configuration in this process (used by the parent run).
     #[arg(long, hide = true)]
     pub single: bool,
@@ -35,17 +41,31 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.single {
         return run_single(&args);
     }
-    println!(
-        "{:<6} {:>3} {:>9} {:>9} {:>12} {:>12} {:>12} {:>13}",
-        "weights",
-        "thr",
-        "load_ms",
-        "rss_mb",
-        "prefill64/s",
-        "prefill512/s",
-        "decode@64/s",
-        "decode@1024/s"
-    );
+    if args.vision {
+        println!(
+            "{:<7} {:>3} {:>9} {:>9} {:>13} {:>14} {:>14} {:>14}",
+            "weights",
+            "thr",
+            "load_ms",
+            "rss_mb",
+            "448x448_ms",
+            "1080p/1_ms",
+            "1080p/4_ms",
+            "1080p/9_ms"
+        );
+    } else {
+        println!(
+            "{:<7} {:>3} {:>9} {:>9} {:>12} {:>12} {:>12} {:>13}",
+            "weights",
+            "thr",
+            "load_ms",
+            "rss_mb",
+            "prefill64/s",
+            "prefill512/s",
+            "decode@64/s",
+            "decode@1024/s"
+        );
+    }
     let exe = std::env::current_exe()?;
     for &precision in &args.weights {
         for &threads in &args.threads {
@@ -60,6 +80,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .arg("--repeat")
                 .arg(args.repeat.to_string())
                 .arg("--single")
+                .args(args.vision.then_some("--vision"))
                 .status()?;
             anyhow::ensure!(
                 status.success(),
@@ -79,6 +100,9 @@ fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
             .first()
             .ok_or_else(|| anyhow::anyhow!("no thread count"))?,
     );
+    if args.vision {
+        return run_vision(args, precision, threads);
+    }
     set_threads(Some(threads))?;
     let start = Instant::now();
     let checkpoint = Checkpoint::open(&args.model)?;
@@ -129,6 +153,58 @@ fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
         d1024
     );
     Ok(())
+}
+
+fn run_vision(args: &BenchArgs, precision: Precision, threads: usize) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let engine = Engine::load(
+        &args.model,
+        &EngineOptions {
+            precision,
+            threads: Some(threads),
+        },
+    )?;
+    let load_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let slice = test_image(448, 448)?;
+    let frame = test_image(1920, 1080)?;
+    let encode = |image: &RgbImage, max_slices: usize| -> anyhow::Result<f64> {
+        median(args.repeat, || {
+            Ok(engine
+                .image_prompt(image, "Describe this image.", Some(max_slices))?
+                .encode_ms)
+        })
+    };
+    let one_slice = encode(&slice, 1)?;
+    let frame_ms = [1, 4, 9].map(|n| encode(&frame, n));
+    // Describe the frame once more, prefill included, so that peak RSS covers the whole path.
+    let prompt = engine.image_prompt(&frame, "Describe this image.", Some(9))?;
+    let mut state = engine.lm.new_state()?;
+    engine.lm.forward(&mut state, &prompt.embeds)?;
+    let [f1, f4, f9] = frame_ms;
+    println!(
+        "{:<7} {:>3} {:>9.0} {:>9.0} {:>13.0} {:>14.0} {:>14.0} {:>14.0}",
+        precision.to_string(),
+        threads,
+        load_ms,
+        peak_rss_mb(),
+        one_slice,
+        f1?,
+        f4?,
+        f9?
+    );
+    Ok(())
+}
+
+/// A deterministic picture with detail at every scale, so resizing and slicing do real work.
+fn test_image(width: u32, height: u32) -> anyhow::Result<RgbImage> {
+    let mut data = Vec::with_capacity((width * height * 3) as usize);
+    for y in 0..height {
+        for x in 0..width {
+            let v = x.wrapping_mul(7) ^ y.wrapping_mul(13);
+            data.extend_from_slice(&[(x % 256) as u8, (y % 256) as u8, (v % 256) as u8]);
+        }
+    }
+    Ok(RgbImage::from_raw_rgb(width, height, data)?)
 }
 
 fn median(repeat: usize, mut f: impl FnMut() -> anyhow::Result<f64>) -> anyhow::Result<f64> {
