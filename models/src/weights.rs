@@ -156,30 +156,47 @@ impl WeightStore {
             });
         }
         let mut out = vec![0f32; location.len()];
-        read_elements(location, 0, &mut out)?;
+        TensorReader::open(location)?.read(0, &mut out)?;
         Ok(out)
     }
 }
 
-/// Reads `out.len()` elements of a tensor starting at element `first` and converts them to f32.
-pub fn read_elements(
-    location: &TensorLocation,
-    first: usize,
-    out: &mut [f32],
-) -> Result<(), LoadError> {
-    let size = location.dtype.size();
-    let mut bytes = vec![0u8; out.len() * size];
-    let file = File::open(&location.path).map_err(|source| LoadError::Io {
-        path: location.path.clone(),
-        source,
-    })?;
-    file.read_exact_at(&mut bytes, location.offset + (first * size) as u64)
-        .map_err(|source| LoadError::Io {
+/// A tensor's file, opened once, for repeated partial reads (row lookups, chunked conversion).
+#[derive(Debug)]
+pub struct TensorReader {
+    location: TensorLocation,
+    file: File,
+}
+
+impl TensorReader {
+    pub fn open(location: &TensorLocation) -> Result<TensorReader, LoadError> {
+        let file = File::open(&location.path).map_err(|source| LoadError::Io {
             path: location.path.clone(),
             source,
         })?;
-    location.dtype.decode_into(&bytes, out);
-    Ok(())
+        Ok(TensorReader {
+            location: location.clone(),
+            file,
+        })
+    }
+
+    pub fn location(&self) -> &TensorLocation {
+        &self.location
+    }
+
+    /// Reads `out.len()` elements starting at element `first` and converts them to f32.
+    pub fn read(&self, first: usize, out: &mut [f32]) -> Result<(), LoadError> {
+        let size = self.location.dtype.size();
+        let mut bytes = vec![0u8; out.len() * size];
+        self.file
+            .read_exact_at(&mut bytes, self.location.offset + (first * size) as u64)
+            .map_err(|source| LoadError::Io {
+                path: self.location.path.clone(),
+                source,
+            })?;
+        self.location.dtype.decode_into(&bytes, out);
+        Ok(())
+    }
 }
 
 fn shard_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {

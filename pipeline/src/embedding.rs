@@ -6,10 +6,10 @@
 //! operating system's page cache serves repeated tokens.
 
 use lookout_models::LoadError;
-use lookout_models::weights::{TensorLocation, read_elements};
+use lookout_models::weights::{TensorLocation, TensorReader};
 
 pub struct EmbeddingTable {
-    location: TensorLocation,
+    reader: TensorReader,
     vocab: usize,
     width: usize,
 }
@@ -29,7 +29,7 @@ impl EmbeddingTable {
             });
         }
         Ok(EmbeddingTable {
-            location,
+            reader: TensorReader::open(&location)?,
             vocab,
             width,
         })
@@ -48,7 +48,7 @@ impl EmbeddingTable {
                 "token id {id} is outside the vocabulary of {} entries",
                 self.vocab
             );
-            read_elements(&self.location, id as usize * self.width, row)?;
+            self.reader.read(id as usize * self.width, row)?;
         }
         Ok(out)
     }

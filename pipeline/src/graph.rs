@@ -3,7 +3,7 @@
 //! language model and the vision encoder are wired with it.
 
 use lookout_models::Precision;
-use lookout_models::weights::{TensorLocation, read_elements};
+use lookout_models::weights::{TensorLocation, TensorReader};
 use tract_core::internal::*;
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::konst::Const;
@@ -63,13 +63,14 @@ impl Matrix {
                     self.rows,
                     self.cols
                 );
+                let reader = TensorReader::open(location)?;
                 let rows_per_chunk = (CHUNK_ELEMENTS / self.cols).max(1);
                 let mut buffer = vec![0f32; rows_per_chunk * self.cols];
                 let mut row = 0;
                 while row < self.rows {
                     let n = rows_per_chunk.min(self.rows - row);
                     let chunk = &mut buffer[..n * self.cols];
-                    read_elements(location, row * self.cols, chunk)?;
+                    reader.read(row * self.cols, chunk)?;
                     f(chunk);
                     row += n;
                 }
