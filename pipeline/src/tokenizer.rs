@@ -62,7 +62,8 @@ impl Message {
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     template_source: PathBuf,
-    template: String,
+    /// The chat template, parsed once at load.
+    templates: Environment<'static>,
     /// Tokens that end generation: the config's eos ids and the template's end-of-turn marker.
     stop_tokens: Vec<u32>,
 }
@@ -119,10 +120,25 @@ impl Tokenizer {
         stop_tokens.sort_unstable();
         stop_tokens.dedup();
 
+        let mut templates = Environment::new();
+        minijinja_contrib::add_to_environment(&mut templates);
+        templates.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        templates.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        templates
+            .add_template_owned("chat", template)
+            .map_err(|e| TokenizerError::Template {
+                path: template_source.clone(),
+                reason: format!("{e:#}"),
+            })?;
         let tokenizer = Tokenizer {
             inner,
             template_source,
-            template,
+            templates,
             stop_tokens,
         };
         // Render once now so a broken template is reported at load, not at the first request.
@@ -152,18 +168,8 @@ impl Tokenizer {
             path: self.template_source.clone(),
             reason: format!("{e:#}"),
         };
-        let mut env = Environment::new();
-        minijinja_contrib::add_to_environment(&mut env);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
-        env.add_template("chat", &self.template)
-            .map_err(template_error)?;
-        env.get_template("chat")
+        self.templates
+            .get_template("chat")
             .and_then(|t| {
                 t.render(context! {
                     messages => messages,
