@@ -2,25 +2,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use lookout_models::{Checkpoint, Precision};
 use lookout_pipeline::engine::{Engine, EngineOptions};
-use support::fixture;
-
-/// A scratch copy of a fixture that a test can damage.
-fn copy_fixture(name: &str, tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lookout-bad-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    dir
-}
+use support::copy_fixture;
 
 fn load_error(dir: &Path) -> String {
     let options = EngineOptions {

@@ -100,15 +100,7 @@ fn text_only_checkpoint_refuses_images_clearly() {
 #[test]
 fn text_only_chat_template_gets_the_image_token_inline() {
     // A template that only accepts string content, as Qwen's own text template does.
-    let dir = std::env::temp_dir().join(format!("lookout-string-template-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(fixture("minicpmv46-tiny-16x")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-        }
-    }
+    let dir = copy_fixture("minicpmv46-tiny-16x", "string-template");
     std::fs::write(
         dir.join("chat_template.jinja"),
         "{%- for message in messages %}{%- if message.content.startswith('<tool') %}{%- endif %}\

@@ -12,6 +12,20 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A scratch copy of a fixture's files that a test may alter; `tag` keeps copies apart.
+pub fn copy_fixture(name: &str, tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lookout-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
 /// A golden tensor: shape and values widened to f64 (ids are exact in f64).
 pub struct Golden {
     pub shape: Vec<usize>,
