@@ -13,6 +13,7 @@ use crate::image::{ImageProcessorConfig, RgbImage, preprocess};
 use crate::minicpmv46::VisionEncoder;
 use crate::qwen35::{LmOptions, LmState, Qwen35};
 use crate::sampler::{Sampler, SamplingParams};
+use crate::threads::set_threads;
 use crate::tokenizer::{Message, Tokenizer};
 
 #[derive(Clone, Debug)]
@@ -344,25 +345,6 @@ pub struct ImagePrompt {
     pub embeds: Vec<f32>,
     pub image_tokens: usize,
     pub encode_ms: f64,
-}
-
-/// Sets the worker pool used by tract's matrix products for the whole process; returns the
-/// number of threads.
-pub fn set_threads(threads: Option<usize>) -> anyhow::Result<usize> {
-    let n = match threads {
-        Some(0) => anyhow::bail!("threads must be at least 1"),
-        Some(n) => n,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-    };
-    use tract_linalg::multithread::{Executor, set_default_executor};
-    set_default_executor(if n == 1 {
-        Executor::SingleThread
-    } else {
-        Executor::multithread(n)
-    });
-    Ok(n)
 }
 
 fn ms(since: Instant) -> f64 {

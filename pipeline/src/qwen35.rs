@@ -79,6 +79,7 @@ impl Qwen35 {
             config.vocab_size,
             config.hidden_size,
         )?;
+        crate::memory::release_freed_memory();
         Ok(Qwen35 {
             config,
             plan,
@@ -171,7 +172,8 @@ impl Qwen35 {
             Tensor::from_shape(&[s, p + s], &mask)?.into_tvalue(),
         ];
         inputs.extend(state.states.drain(..));
-        let mut outputs = state.run.run(inputs)?;
+        let run = &mut state.run;
+        let mut outputs = crate::threads::run(move || run.run(inputs))?;
         state.states = outputs.drain(1..).collect();
         state.position += s;
         let logits = outputs.remove(0);

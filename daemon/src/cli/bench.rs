@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use clap::Args;
 use lookout_models::{Checkpoint, Precision};
-use lookout_pipeline::engine::{Engine, EngineOptions, set_threads};
+use lookout_pipeline::engine::{Engine, EngineOptions};
 use lookout_pipeline::image::RgbImage;
 use lookout_pipeline::qwen35::{LmOptions, Qwen35};
+use lookout_pipeline::threads::set_threads;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {

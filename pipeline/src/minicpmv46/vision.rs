@@ -171,6 +171,7 @@ impl VisionEncoder {
                 cache: Mutex::new(vec![]),
             },
         };
+        crate::memory::release_freed_memory();
         Ok(VisionEncoder {
             config,
             mode,

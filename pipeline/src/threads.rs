@@ -1,0 +1,54 @@
+//! The compute thread pool.
+//!
+//! tract splits each matrix product across the pool installed as its executor. When the caller
+//! is not itself a pool thread, every product is a round trip: wake the workers, sleep until
+//! they finish, get woken again. A decode step runs a few hundred products of well under a
+//! millisecond each, so those wake-ups cost a large share of the step. [`run`] moves a whole
+//! model call onto a pool thread instead: the products then split between a thread that is
+//! already running and workers that are still spinning from the previous one.
+
+use std::sync::{Arc, Mutex};
+
+use rayon::{ThreadPool, ThreadPoolBuilder};
+use tract_linalg::multithread::{Executor, set_default_executor};
+
+static POOL: Mutex<Option<Arc<ThreadPool>>> = Mutex::new(None);
+
+/// Uses `threads` worker threads (`None`: one per core) for every later model call, and returns
+/// that number.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<usize> {
+    let n = match threads {
+        Some(0) => anyhow::bail!("threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    crate::memory::limit_arenas();
+    let pool = if n == 1 {
+        None
+    } else {
+        Some(Arc::new(
+            ThreadPoolBuilder::new()
+                .thread_name(|i| format!("lookout-compute-{i}"))
+                .num_threads(n)
+                .build()?,
+        ))
+    };
+    set_default_executor(match &pool {
+        Some(pool) => Executor::MultiThread(pool.clone()),
+        None => Executor::SingleThread,
+    });
+    *POOL.lock().unwrap_or_else(|e| e.into_inner()) = pool;
+    Ok(n)
+}
+
+/// Runs `f` on a thread of the compute pool (or right here when there is no pool), so that the
+/// matrix products inside it split without cross-thread wake-ups.
+pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let pool = POOL.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match pool {
+        Some(pool) if pool.current_thread_index().is_none() => pool.install(f),
+        _ => f(),
+    }
+}
