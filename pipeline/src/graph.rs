@@ -6,13 +6,11 @@ use lookout_models::Precision;
 use lookout_models::weights::{TensorLocation, TensorReader};
 use tract_core::internal::*;
 use tract_core::ops::einsum::EinSum;
-use tract_core::ops::konst::Const;
 use tract_core::ops::math;
 use tract_core::ops::nn::{Reduce, Reducer, RmsNorm, Softmax, SoftmaxKind};
-use tract_linalg::block_quant::{BlockQuant, BlockQuantFact, BlockQuantStorage, Q4_0};
 
-/// Q4_0 quantizes along the input dimension in blocks of this many values.
-pub const Q4_0_BLOCK: usize = 32;
+use crate::ops::Q4_0Linear;
+use crate::q4_0::Q4_0Matrix;
 
 /// A weight matrix in PyTorch's `[out, in]` layout, either in memory or still in the checkpoint.
 ///
@@ -90,26 +88,6 @@ impl Matrix {
         self.for_each_chunk(|c| out.extend(c.iter().map(|&v| f16::from_f32(v))))?;
         Ok(out)
     }
-
-    /// Q4_0 blocks in GGML layout, row after row (`cols` must be a multiple of the block size).
-    fn to_q4_0(&self) -> TractResult<Blob> {
-        let block_bytes = Q4_0.block_bytes();
-        let total = self.rows * self.cols / Q4_0_BLOCK * block_bytes;
-        // SAFETY: every byte of the blob is written below, one quantized block at a time.
-        let mut blob = unsafe { Blob::new_for_size_and_align(total, 128) };
-        let mut offset = 0;
-        self.for_each_chunk(|chunk| {
-            for block in chunk.chunks_exact(Q4_0_BLOCK) {
-                Q4_0.quant_block_f32(block, &mut blob[offset..offset + block_bytes]);
-                offset += block_bytes;
-            }
-        })?;
-        ensure!(
-            offset == total,
-            "quantized {offset} bytes, expected {total}"
-        );
-        Ok(blob)
-    }
 }
 
 pub struct GraphBuilder {
@@ -184,9 +162,6 @@ impl GraphBuilder {
     }
 
     /// `x @ w.T (+ bias)` over the last axis of `x`, with `w` stored at `precision`.
-    ///
-    /// Q4_0 needs the input width to be a multiple of its block size; matrices that are not
-    /// (only seen in tiny test checkpoints) are kept at f16 instead.
     pub fn linear(
         &mut self,
         name: &str,
@@ -200,43 +175,32 @@ impl GraphBuilder {
             (1..=6).contains(&rank),
             "{name}: linear input must have rank 1 to 6"
         );
-        let batch: String = "abcdef"[..rank - 1].to_string();
-        let (weight, expr) = match precision {
-            Precision::Q4_0 if w.cols.is_multiple_of(Q4_0_BLOCK) => {
-                let blob = w.to_q4_0()?;
-                let storage =
-                    BlockQuantStorage::new(Box::new(Q4_0), w.rows, w.cols, Arc::new(blob))?;
-                let fact = BlockQuantFact::new(Box::new(Q4_0), tvec!(1, w.rows, w.cols));
-                let konst = Const::new_with_exotic_fact(
-                    Arc::new(
-                        storage.into_tensor_with_shape(f32::datum_type(), &[1, w.rows, w.cols]),
-                    ),
-                    Box::new(fact),
-                )?;
-                let weight = self.wire(format!("{name}.weight"), konst, &[])?;
-                (weight, format!("{batch}k,gnk->{batch}n"))
+        let y = match precision {
+            Precision::Q4_0 => {
+                let mut weights = Q4_0Matrix::with_capacity(w.rows, w.cols);
+                w.for_each_chunk(|rows| weights.push_rows(rows))?;
+                let op = Q4_0Linear {
+                    weights: Arc::new(weights),
+                };
+                self.wire(name, op, &[x])?
             }
-            Precision::F32 => {
-                let t = Tensor::from_shape(&[w.rows, w.cols], &w.to_f32()?)?;
-                (
-                    self.constant(format!("{name}.weight"), t)?,
-                    format!("{batch}k,nk->{batch}n"),
-                )
-            }
-            Precision::F16 | Precision::Q4_0 => {
-                let t = Tensor::from_shape(&[w.rows, w.cols], &w.to_f16()?)?;
-                (
-                    self.constant(format!("{name}.weight"), t)?,
-                    format!("{batch}k,nk->{batch}n"),
-                )
+            Precision::F32 | Precision::F16 => {
+                let t = if precision == Precision::F32 {
+                    Tensor::from_shape(&[w.rows, w.cols], &w.to_f32()?)?
+                } else {
+                    Tensor::from_shape(&[w.rows, w.cols], &w.to_f16()?)?
+                };
+                drop(w);
+                let weight = self.constant(format!("{name}.weight"), t)?;
+                let batch = &"abcdef"[..rank - 1];
+                let expr = format!("{batch}k,nk->{batch}n");
+                self.wire(
+                    name,
+                    EinSum::new(expr.parse()?, f32::datum_type()),
+                    &[x, weight],
+                )?
             }
         };
-        drop(w);
-        let y = self.wire(
-            name,
-            EinSum::new(expr.parse()?, f32::datum_type()),
-            &[x, weight],
-        )?;
         match bias {
             Some(b) => {
                 let b = self.vector(format!("{name}.bias"), b)?;
@@ -406,6 +370,7 @@ impl GraphBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::q4_0::Q8Rows;
 
     /// Runs `x [s, k] @ w.T` through a one-node graph at `precision`.
     fn run_linear(w: &Matrix, x: &[f32], s: usize, precision: Precision) -> Vec<f32> {
@@ -441,31 +406,48 @@ mod tests {
             .collect()
     }
 
+    /// The values the Q8_0 activation quantization hands to the Q4_0 kernel.
+    fn quantized_activations(x: &[f32], cols: usize) -> Vec<f32> {
+        let m = x.len() / cols;
+        let rows = Q8Rows::quantize(x, m, cols);
+        (0..m).flat_map(|s| rows.dequantize_row(s, cols)).collect()
+    }
+
+    /// The Q4_0 product is exact: it equals the f32 product of the dequantized weights and
+    /// the dequantized activations, for widths that are and are not whole blocks, and for one
+    /// row (decode) as well as many (prefill, on the parallel path).
     #[test]
-    fn q4_0_linear_equals_f32_linear_on_dequantized_weights() {
-        for (rows, cols) in [(4, 64), (256, 64), (96, 128), (33, 96)] {
-            let w = Matrix::from_values(rows, cols, pseudo_random(rows * cols, rows as u32));
-            let blob = Q4_0.quant_f32(&w.to_f32().unwrap()).unwrap();
-            let dequant = Q4_0.dequant_f32(&blob).unwrap();
-            let dequant = dequant
-                .try_as_plain_ram()
-                .unwrap()
-                .as_slice::<f32>()
-                .unwrap()
-                .to_vec();
-            let dequant = Matrix::from_values(rows, cols, dequant);
+    fn q4_0_linear_equals_f32_linear_on_dequantized_operands() {
+        for (rows, cols) in [
+            (4, 64),
+            (256, 64),
+            (96, 128),
+            (33, 96),
+            (40, 72),
+            (600, 256),
+        ] {
+            let w = pseudo_random(rows * cols, rows as u32);
+            let mut q = Q4_0Matrix::with_capacity(rows, cols);
+            q.push_rows(&w);
+            let w = Matrix::from_values(rows, cols, w);
+            let dequant = Matrix::from_values(rows, cols, q.dequantize());
             for s in [1, 7, 41] {
                 let x = pseudo_random(s * cols, 99 + s as u32);
-                let q = run_linear(&w, &x, s, Precision::Q4_0);
-                let reference = run_linear(&dequant, &x, s, Precision::F32);
-                let worst = q
+                let got = run_linear(&w, &x, s, Precision::Q4_0);
+                let reference = run_linear(
+                    &dequant,
+                    &quantized_activations(&x, cols),
+                    s,
+                    Precision::F32,
+                );
+                let worst = got
                     .iter()
                     .zip(&reference)
                     .map(|(a, b)| (a - b).abs())
                     .fold(0f32, f32::max);
                 assert!(
-                    worst < 1e-3,
-                    "[{rows}x{cols}] s={s}: q4_0 kernel differs from dequantized f32 by {worst}"
+                    worst < 1e-4,
+                    "[{rows}x{cols}] s={s}: q4_0 product differs from dequantized f32 by {worst}"
                 );
             }
         }

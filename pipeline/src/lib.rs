@@ -5,6 +5,7 @@ pub mod image;
 pub mod memory;
 pub mod minicpmv46;
 pub mod ops;
+pub mod q4_0;
 pub mod qwen35;
 pub mod sampler;
 pub mod threads;

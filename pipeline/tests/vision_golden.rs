@@ -188,17 +188,17 @@ fn f32_intermediates_match_reference_on_debug_image() {
 /// Measured max feature error / RMS error relative to the features' RMS (features have
 /// std ~0.7, max ~2.6): f16 2.0e-6 / 6e-7 (16x) and 2.5e-6 / 7e-7 (4x), i.e. f32 level: both
 /// checkpoints store F16 / BF16 weights, which f16 represents exactly (BF16 only loses bits
-/// below f16's normal range, 6.1e-5). Q4_0 0.52 / 16% (16x) and 0.76 / 27% (4x): coarse on these
-/// random checkpoints whose rows are only 32 to 384 wide (one outlier sets the scale of a whole
-/// 32-block); 48-wide inputs (16x) and the 588-wide patch embedding cannot be split into
-/// 32-blocks and stay f16. The Q4_0 kernel itself is checked against the dequantized weights in
+/// below f16's normal range, 6.1e-5). Q4_0 0.87 / 24% (16x) and 0.79 / 28% (4x): coarse on these
+/// random checkpoints whose rows are only 32 to 588 wide (one outlier sets the scale of a whole
+/// 32-block), with every linear layer quantized, ragged widths included, and the activations
+/// taken to 8 bits. The Q4_0 product itself is checked against the dequantized operands in
 /// `graph::tests`.
 #[test]
 fn f16_and_q4_0_error_is_bounded() {
     let bounds: HashMap<(Precision, &str), f32> = HashMap::from([
         ((Precision::F16, "minicpmv46-tiny-16x"), 2e-5),
         ((Precision::F16, "minicpmv46-tiny-4x"), 2e-5),
-        ((Precision::Q4_0, "minicpmv46-tiny-16x"), 0.75),
+        ((Precision::Q4_0, "minicpmv46-tiny-16x"), 1.0),
         ((Precision::Q4_0, "minicpmv46-tiny-4x"), 1.0),
     ]);
     for name in FIXTURES {

@@ -2,5 +2,7 @@
 //! Qwen3.5 checkpoint allows.
 
 pub mod gated_delta_rule;
+pub mod q4_0_linear;
 
 pub use gated_delta_rule::GatedDeltaRule;
+pub use q4_0_linear::Q4_0Linear;
