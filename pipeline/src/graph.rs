@@ -371,6 +371,7 @@ impl GraphBuilder {
 mod tests {
     use super::*;
     use crate::q4_0::Q8Rows;
+    use crate::testing::pseudo_random;
 
     /// Runs `x [s, k] @ w.T` through a one-node graph at `precision`.
     fn run_linear(w: &Matrix, x: &[f32], s: usize, precision: Precision) -> Vec<f32> {
@@ -392,18 +393,6 @@ mod tests {
             .as_slice::<f32>()
             .unwrap()
             .to_vec()
-    }
-
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2654435761).max(1);
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
     }
 
     /// The values the Q8_0 activation quantization hands to the Q4_0 kernel.

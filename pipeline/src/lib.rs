@@ -8,5 +8,7 @@ pub mod ops;
 pub mod q4_0;
 pub mod qwen35;
 pub mod sampler;
+#[cfg(test)]
+mod testing;
 pub mod threads;
 pub mod tokenizer;

@@ -310,18 +310,7 @@ mod neon {
 mod tests {
     use super::*;
     use crate::q4_0::{Q4_0Matrix, Q8Rows};
-
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2654435761).max(1);
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::testing::pseudo_random;
 
     /// Every kernel this CPU runs agrees with the portable one, with extreme nibbles (0 and 15)
     /// and activations at ±127, on whole and ragged widths.
