@@ -90,7 +90,6 @@ pub struct Engine {
     pub lm: Qwen35,
     /// Present for checkpoints with a vision tower.
     pub vision: Option<Vision>,
-    threads: usize,
     load_ms: f64,
 }
 
@@ -142,7 +141,7 @@ impl Vision {
 impl Engine {
     pub fn load(dir: &Path, options: &EngineOptions) -> anyhow::Result<Engine> {
         let start = Instant::now();
-        let threads = set_threads(options.threads)?;
+        set_threads(options.threads)?;
         let checkpoint = Checkpoint::open(dir)?;
         let tokenizer = Tokenizer::open(dir, &checkpoint.text.eos_token_ids)?;
         let lm = Qwen35::load(&checkpoint, &LmOptions::new(options.precision))
@@ -159,7 +158,6 @@ impl Engine {
             tokenizer,
             lm,
             vision,
-            threads,
             load_ms: ms(start),
         })
     }
@@ -241,7 +239,11 @@ impl Engine {
                 )
             })
             .collect();
-        let features = vision.encoder.encode_many(&slices, self.threads)?;
+        // One slice at a time, each spread over every core. Against one slice per core this is
+        // 1.6x faster on a single slice and 5-10% slower on a 9-slice frame (full-size model,
+        // 2 threads), and only one slice's activations are ever resident: 160 MB less peak RSS,
+        // which is what keeps the whole Q4_0 model under 1.2 GB.
+        let features = vision.encoder.encode_many(&slices, 1)?;
         let mut embeds = self.lm.embed(&ids)?;
         let width = self.lm.config.hidden_size;
         let positions: Vec<usize> = ids

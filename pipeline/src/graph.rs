@@ -398,7 +398,7 @@ mod tests {
     /// The values the Q8_0 activation quantization hands to the Q4_0 kernel.
     fn quantized_activations(x: &[f32], cols: usize) -> Vec<f32> {
         let m = x.len() / cols;
-        let rows = Q8Rows::quantize(x, m, cols);
+        let rows = Q8Rows::quantize(x, m, cols, false);
         (0..m).flat_map(|s| rows.dequantize_row(s, cols)).collect()
     }
 

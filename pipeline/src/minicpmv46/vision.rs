@@ -303,7 +303,8 @@ impl VisionEncoder {
         let ids = position_ids(grid, c.position_grid);
         let ids = Tensor::from_shape(&[h, w], &ids)?;
         let plan = self.plan((a, b))?;
-        let outputs = plan.run(tvec![pixels.into_tvalue(), ids.into_tvalue()])?;
+        let inputs = tvec![pixels.into_tvalue(), ids.into_tvalue()];
+        let outputs = crate::threads::run(move || plan.run(inputs))?;
         outputs
             .iter()
             .map(|t| Ok(t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))

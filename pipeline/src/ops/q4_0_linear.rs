@@ -58,12 +58,13 @@ impl Q4_0Linear {
     /// `x [m, cols] @ w.T`, row-major `[m, rows]`.
     pub fn product(&self, x: &[f32], m: usize) -> Vec<f32> {
         let (rows, cols) = (self.weights.rows, self.weights.cols);
-        let xq = Q8Rows::quantize(x, m, cols);
-        let mut out_t = vec![0f32; rows * m];
         // Split only inside the compute pool (see `threads::run`): elsewhere, as on the vision
         // encoder's one-slice-per-thread workers, the caller has already shared out the cores.
         let in_pool = rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1;
-        if !in_pool || rows * cols * m < PARALLEL_MACS {
+        let parallel = in_pool && rows * cols * m >= PARALLEL_MACS;
+        let xq = Q8Rows::quantize(x, m, cols, parallel && m > 1);
+        let mut out_t = vec![0f32; rows * m];
+        if !parallel {
             self.rows_into(0..rows, &xq, m, &mut out_t);
         } else {
             // Enough chunks for the pool to balance, each a few hundred KB of weights or more.
@@ -80,10 +81,15 @@ impl Q4_0Linear {
             return out_t;
         }
         let mut out = vec![0f32; m * rows];
-        for (r, column) in out_t.chunks_exact(m).enumerate() {
-            for (s, &v) in column.iter().enumerate() {
-                out[s * rows + r] = v;
+        let transpose = |(s, row): (usize, &mut [f32])| {
+            for (r, y) in row.iter_mut().enumerate() {
+                *y = out_t[r * m + s];
             }
+        };
+        if parallel {
+            out.par_chunks_mut(rows).enumerate().for_each(transpose);
+        } else {
+            out.chunks_mut(rows).enumerate().for_each(transpose);
         }
         out
     }

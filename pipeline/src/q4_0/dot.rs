@@ -327,7 +327,7 @@ mod tests {
             let mut x = pseudo_random(4 * cols, 7);
             x[1] = -2.0;
             x[cols + 2] = 2.0;
-            let q = Q8Rows::quantize(&x, 4, cols);
+            let q = Q8Rows::quantize(&x, 4, cols, false);
             let rows = [q.row(0), q.row(1), q.row(2), q.row(3)];
             for r in 0..2 {
                 // SAFETY: the portable kernel runs anywhere.

@@ -141,6 +141,34 @@ fn quantize_q4_0(values: &[f32]) -> (f32, [u8; BLOCK / 2]) {
     (scale, nibbles)
 }
 
+/// Quantizes one activation row into the kernels' layout: per block, its first 16 values go
+/// to the group's low half (next to the other blocks' first 16), the last 16 to its high half.
+fn quantize_row(values: &[f32], q: &mut [i8], scales: &mut [f32], sum8: &mut [f32]) {
+    for (b, block) in values.chunks(BLOCK).enumerate() {
+        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = amax / 127.0;
+        let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+        // Round half away from zero, as llama.cpp does, without a libm call.
+        let level = |v: &f32| {
+            let scaled = v * inverse;
+            (scaled + 0.5f32.copysign(scaled)) as i8
+        };
+        let (group, slot) = (b / GROUP_BLOCKS, b % GROUP_BLOCKS);
+        let (first, last) = block.split_at(block.len().min(BLOCK / 2));
+        let low = &mut q[group * GROUP + slot * (BLOCK / 2)..][..first.len()];
+        low.iter_mut().zip(first).for_each(|(q, v)| *q = level(v));
+        let high = &mut q[group * GROUP + GROUP / 2 + slot * (BLOCK / 2)..][..last.len()];
+        high.iter_mut().zip(last).for_each(|(q, v)| *q = level(v));
+        let sum: i32 = q[group * GROUP + slot * (BLOCK / 2)..][..BLOCK / 2]
+            .iter()
+            .chain(&q[group * GROUP + GROUP / 2 + slot * (BLOCK / 2)..][..BLOCK / 2])
+            .map(|&q| q as i32)
+            .sum();
+        scales[b] = scale;
+        sum8[b] = 8.0 * scale * sum as f32;
+    }
+}
+
 /// Activation rows quantized to 8 bits, in the kernels' layout.
 pub struct Q8Rows {
     groups: usize,
@@ -150,8 +178,10 @@ pub struct Q8Rows {
 }
 
 impl Q8Rows {
-    /// Quantizes `m` rows of `cols` values.
-    pub fn quantize(x: &[f32], m: usize, cols: usize) -> Q8Rows {
+    /// Quantizes `m` rows of `cols` values; with `parallel`, rows are shared out over the
+    /// current rayon pool.
+    pub fn quantize(x: &[f32], m: usize, cols: usize, parallel: bool) -> Q8Rows {
+        use rayon::prelude::*;
         debug_assert_eq!(x.len(), m * cols);
         let groups = groups_per_row(cols);
         let blocks = groups * GROUP_BLOCKS;
@@ -161,29 +191,22 @@ impl Q8Rows {
             scales: vec![0.0; m * blocks],
             sum8: vec![0.0; m * blocks],
         };
-        let per_row = rows
-            .q
-            .chunks_exact_mut(groups * GROUP)
-            .zip(rows.scales.chunks_exact_mut(blocks))
-            .zip(rows.sum8.chunks_exact_mut(blocks));
-        for (((q, scales), sum8), values) in per_row.zip(x.chunks_exact(cols)) {
-            for (b, block) in values.chunks(BLOCK).enumerate() {
-                let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let scale = amax / 127.0;
-                let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-                let (group, slot) = (b / GROUP_BLOCKS, b % GROUP_BLOCKS);
-                let mut sum = 0i32;
-                for (j, &v) in block.iter().enumerate() {
-                    // Round half away from zero, as llama.cpp does, without a libm call.
-                    let scaled = v * inverse;
-                    let level = (scaled + 0.5f32.copysign(scaled)) as i8;
-                    let (half, k) = (j / (BLOCK / 2), j % (BLOCK / 2));
-                    q[group * GROUP + half * (GROUP / 2) + slot * (BLOCK / 2) + k] = level;
-                    sum += level as i32;
-                }
-                scales[b] = scale;
-                sum8[b] = 8.0 * scale * sum as f32;
-            }
+        let quantize = |(((q, scales), sum8), values)| quantize_row(values, q, scales, sum8);
+        let (row_values, row_blocks) = (groups * GROUP, blocks);
+        if parallel {
+            rows.q
+                .par_chunks_exact_mut(row_values)
+                .zip(rows.scales.par_chunks_exact_mut(row_blocks))
+                .zip(rows.sum8.par_chunks_exact_mut(row_blocks))
+                .zip(x.par_chunks_exact(cols))
+                .for_each(quantize);
+        } else {
+            rows.q
+                .chunks_exact_mut(row_values)
+                .zip(rows.scales.chunks_exact_mut(row_blocks))
+                .zip(rows.sum8.chunks_exact_mut(row_blocks))
+                .zip(x.chunks_exact(cols))
+                .for_each(quantize);
         }
         rows
     }
@@ -249,7 +272,7 @@ mod tests {
     #[test]
     fn activation_blocks_carry_their_sum() {
         let values: Vec<f32> = (0..2 * 40).map(|i| (i as f32 * 0.37).sin()).collect();
-        let rows = Q8Rows::quantize(&values, 2, 40);
+        let rows = Q8Rows::quantize(&values, 2, 40, false);
         for s in 0..2 {
             let back = rows.dequantize_row(s, 40);
             let row = rows.row(s);
