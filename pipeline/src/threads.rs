@@ -14,6 +14,11 @@ use tract_linalg::multithread::{Executor, set_default_executor};
 
 static POOL: Mutex<Option<Arc<ThreadPool>>> = Mutex::new(None);
 
+/// Held by the one model call running on the pool. A pool thread that waits inside a product
+/// takes other queued pool work meanwhile; if that were a second model call, its products
+/// would re-enter per-thread state (tract's matmul scratch space) that the first still holds.
+static CALL: Mutex<()> = Mutex::new(());
+
 /// Uses `threads` worker threads (`None`: one per core) for every later model call, and returns
 /// that number.
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<usize> {
@@ -44,11 +49,15 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<usize> {
 }
 
 /// Runs `f` on a thread of the compute pool (or right here when there is no pool), so that the
-/// matrix products inside it split without cross-thread wake-ups.
+/// matrix products inside it split without cross-thread wake-ups. Calls from several threads
+/// take turns: the pool runs one model call at a time.
 pub fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let pool = POOL.lock().unwrap_or_else(|e| e.into_inner()).clone();
     match pool {
-        Some(pool) if pool.current_thread_index().is_none() => pool.install(f),
+        Some(pool) if pool.current_thread_index().is_none() => {
+            let _turn = CALL.lock().unwrap_or_else(|e| e.into_inner());
+            pool.install(f)
+        }
         _ => f(),
     }
 }
