@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
             let values: Vec<f32> = (0..rows * cols)
                 .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
                 .collect();
-            let mut weights = Q4_0Matrix::with_capacity(rows, cols);
+            let mut weights = Q4_0Matrix::new(rows, cols);
             weights.push_rows(&values);
             drop(values);
             let bytes = weights.bytes();

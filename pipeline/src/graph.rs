@@ -177,7 +177,7 @@ impl GraphBuilder {
         );
         let y = match precision {
             Precision::Q4_0 => {
-                let mut weights = Q4_0Matrix::with_capacity(w.rows, w.cols);
+                let mut weights = Q4_0Matrix::new(w.rows, w.cols);
                 w.for_each_chunk(|rows| weights.push_rows(rows))?;
                 let op = Q4_0Linear {
                     weights: Arc::new(weights),
@@ -373,8 +373,15 @@ mod tests {
     use crate::q4_0::Q8Rows;
     use crate::testing::pseudo_random;
 
-    /// Runs `x [s, k] @ w.T` through a one-node graph at `precision`.
-    fn run_linear(w: &Matrix, x: &[f32], s: usize, precision: Precision) -> Vec<f32> {
+    /// Runs `x [s, k] @ w.T` through a one-node graph at `precision`, on a thread of `pool`
+    /// when there is one (where products split across its threads).
+    fn run_linear(
+        w: &Matrix,
+        x: &[f32],
+        s: usize,
+        precision: Precision,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Vec<f32> {
         let mut g = GraphBuilder::new();
         let sym = g.sym("S");
         let input = g.input("x", [sym, w.cols.to_dim()]).unwrap();
@@ -382,11 +389,12 @@ mod tests {
         let y = g.linear("lin", input, copy, None, precision).unwrap();
         g.model.select_output_outlets(&[y]).unwrap();
         let plan = g.model.into_optimized().unwrap().into_runnable().unwrap();
-        let out = plan
-            .run(tvec![
-                Tensor::from_shape(&[s, w.cols], x).unwrap().into_tvalue()
-            ])
-            .unwrap();
+        let input = tvec![Tensor::from_shape(&[s, w.cols], x).unwrap().into_tvalue()];
+        let out = match pool {
+            Some(pool) => pool.install(|| plan.run(input)),
+            None => plan.run(input),
+        }
+        .unwrap();
         out[0]
             .try_as_plain_ram()
             .unwrap()
@@ -398,13 +406,14 @@ mod tests {
     /// The values the Q8_0 activation quantization hands to the Q4_0 kernel.
     fn quantized_activations(x: &[f32], cols: usize) -> Vec<f32> {
         let m = x.len() / cols;
-        let rows = Q8Rows::quantize(x, m, cols, false);
+        let rows = Q8Rows::quantize(x, m, cols);
         (0..m).flat_map(|s| rows.dequantize_row(s, cols)).collect()
     }
 
     /// The Q4_0 product is exact: it equals the f32 product of the dequantized weights and
-    /// the dequantized activations, for widths that are and are not whole blocks, and for one
-    /// row (decode) as well as many (prefill, on the parallel path).
+    /// the dequantized activations, for widths that are and are not whole blocks, row counts
+    /// that are and are not whole panels, and for one token (decode) as well as many
+    /// (prefill): serially, and in a pool both split by panels (few tokens) and by tokens.
     #[test]
     fn q4_0_linear_equals_f32_linear_on_dequantized_operands() {
         for (rows, cols) in [
@@ -414,30 +423,40 @@ mod tests {
             (33, 96),
             (40, 72),
             (600, 256),
+            (1000, 288),
         ] {
             let w = pseudo_random(rows * cols, rows as u32);
-            let mut q = Q4_0Matrix::with_capacity(rows, cols);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .unwrap();
+            let mut q = Q4_0Matrix::new(rows, cols);
             q.push_rows(&w);
             let w = Matrix::from_values(rows, cols, w);
             let dequant = Matrix::from_values(rows, cols, q.dequantize());
             for s in [1, 7, 41] {
                 let x = pseudo_random(s * cols, 99 + s as u32);
-                let got = run_linear(&w, &x, s, Precision::Q4_0);
                 let reference = run_linear(
                     &dequant,
                     &quantized_activations(&x, cols),
                     s,
                     Precision::F32,
+                    None,
                 );
-                let worst = got
-                    .iter()
-                    .zip(&reference)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
-                assert!(
-                    worst < 1e-4,
-                    "[{rows}x{cols}] s={s}: q4_0 product differs from dequantized f32 by {worst}"
-                );
+                for pool in [None, Some(&pool)] {
+                    let got = run_linear(&w, &x, s, Precision::Q4_0, pool);
+                    let worst = got
+                        .iter()
+                        .zip(&reference)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(
+                        worst < 1e-4,
+                        "[{rows}x{cols}] s={s} pool={}: q4_0 product differs from \
+                         dequantized f32 by {worst}",
+                        pool.is_some()
+                    );
+                }
             }
         }
     }

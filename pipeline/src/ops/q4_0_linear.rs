@@ -2,16 +2,17 @@
 //!
 //! tract's own Q4_0 path unpacks every weight to f32 inside a matrix-vector kernel, and on x86 it
 //! has no matrix-matrix kernel at all, so a prefill of S tokens streams the weights S times.
-//! This op quantizes the S activation rows once, then walks the weights row by row, each row
-//! meeting every activation row while it sits in L1. The rows of `w` are split across the
-//! compute pool.
+//! This op quantizes the activation rows once and walks the weights a panel of 16 rows at a
+//! time, each panel meeting a tile of tokens while it sits in L1. Many tokens (prefill, image
+//! slices) are shared out over the compute pool by token tiles, so each task writes whole
+//! output rows; few tokens (decode) by panels.
 
 use std::sync::Arc;
 
 use rayon::prelude::*;
 use tract_core::internal::*;
 
-use crate::q4_0::{Q4_0Matrix, Q8Rows, dot_row, dot_row_x4};
+use crate::q4_0::{PANEL, Q4_0Matrix, Q8Rows, dot_panel};
 
 /// Inputs: `x [..., cols]` (f32). Output: `[..., rows]` (f32).
 #[derive(Clone, Debug)]
@@ -27,69 +28,81 @@ impl PartialEq for Q4_0Linear {
 
 impl Eq for Q4_0Linear {}
 
-/// Activation rows handled together while their quantized blocks stay in L2.
-const ROW_TILE: usize = 64;
+/// Most tokens a task takes, so that their quantized rows stay in L2 while the weights stream.
+const TOKEN_TILE: usize = 64;
 
 /// Below this many multiply-adds a product runs on the calling thread alone.
 const PARALLEL_MACS: usize = 1 << 18;
 
 impl Q4_0Linear {
-    /// `out_t[r * m + s] = w[r] · x[s]` for the weight rows `rows`, with `out_t` holding
-    /// exactly those rows (transposed output: one contiguous run per weight row).
-    fn rows_into(&self, rows: std::ops::Range<usize>, x: &Q8Rows, m: usize, out_t: &mut [f32]) {
-        let x_row = |s: usize| x.row(s);
-        for tile in (0..m).step_by(ROW_TILE) {
-            let tile_end = (tile + ROW_TILE).min(m);
-            for (r, out) in rows.clone().zip(out_t.chunks_exact_mut(m)) {
-                let w = self.weights.row(r);
-                let mut s = tile;
-                while s + 4 <= tile_end {
-                    let y = dot_row_x4(w, [x_row(s), x_row(s + 1), x_row(s + 2), x_row(s + 3)]);
-                    out[s..s + 4].copy_from_slice(&y);
-                    s += 4;
-                }
-                for (s, y) in out.iter_mut().enumerate().take(tile_end).skip(s) {
-                    *y = dot_row(w, x_row(s));
-                }
-            }
+    /// `x [m, cols] @ w.T` into `out [m, stride]` (the first `panels * 16` columns).
+    fn tokens_into(&self, x: &[f32], m: usize, out: &mut [f32], stride: usize) {
+        let w = &self.weights;
+        let xq = Q8Rows::quantize(x, m, w.cols);
+        for p in 0..w.panels() {
+            dot_panel(w.panel(p), &xq, 0..m, &mut out[p * PANEL..], stride);
         }
     }
 
     /// `x [m, cols] @ w.T`, row-major `[m, rows]`.
     pub fn product(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let (rows, cols) = (self.weights.rows, self.weights.cols);
-        // Split only inside the compute pool (see `threads::run`): elsewhere, as on the vision
-        // encoder's one-slice-per-thread workers, the caller has already shared out the cores.
-        let in_pool = rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1;
-        let parallel = in_pool && rows * cols * m >= PARALLEL_MACS;
-        let xq = Q8Rows::quantize(x, m, cols, parallel && m > 1);
-        let mut out_t = vec![0f32; rows * m];
-        if !parallel {
-            self.rows_into(0..rows, &xq, m, &mut out_t);
-        } else {
-            // Enough chunks for the pool to balance, each a few hundred KB of weights or more.
-            let chunk_rows = rows.div_ceil(8 * rayon::current_num_threads()).max(16);
-            out_t
-                .par_chunks_mut(chunk_rows * m)
-                .enumerate()
-                .for_each(|(i, out)| {
-                    let start = i * chunk_rows;
-                    self.rows_into(start..start + out.len() / m, &xq, m, out)
-                });
-        }
-        if m == 1 {
-            return out_t;
-        }
-        let mut out = vec![0f32; m * rows];
-        let transpose = |(s, row): (usize, &mut [f32])| {
-            for (r, y) in row.iter_mut().enumerate() {
-                *y = out_t[r * m + s];
-            }
+        let w = &self.weights;
+        let (rows, cols) = (w.rows, w.cols);
+        let padded = w.panels() * PANEL;
+        // Split only inside the compute pool (see `threads::run`): elsewhere the caller has
+        // already shared out the cores.
+        let threads = match rayon::current_thread_index() {
+            Some(_) => rayon::current_num_threads(),
+            None => 1,
         };
-        if parallel {
-            out.par_chunks_mut(rows).enumerate().for_each(transpose);
+        let parallel = threads > 1 && rows * cols * m >= PARALLEL_MACS;
+        let mut out = vec![0f32; m * padded];
+        if !parallel || m >= 8 * threads {
+            // Token tiles, as even as the pool allows: each quantizes its own rows.
+            let tile = if parallel {
+                m.div_ceil(threads).next_multiple_of(8).min(TOKEN_TILE)
+            } else {
+                TOKEN_TILE
+            };
+            let run_tile = |(i, out): (usize, &mut [f32])| {
+                let (start, len) = (i * tile, out.len() / padded);
+                self.tokens_into(&x[start * cols..(start + len) * cols], len, out, padded);
+            };
+            if parallel {
+                out.par_chunks_mut(tile * padded)
+                    .enumerate()
+                    .for_each(run_tile);
+            } else {
+                out.chunks_mut(tile * padded).enumerate().for_each(run_tile);
+            }
         } else {
-            out.chunks_mut(rows).enumerate().for_each(transpose);
+            // Few tokens: share out the panels, each task filling its own columns.
+            let xq = Q8Rows::quantize(x, m, cols);
+            let chunk = w.panels().div_ceil(2 * threads);
+            let parts: Vec<Vec<f32>> = (0..w.panels().div_ceil(chunk))
+                .into_par_iter()
+                .map(|i| {
+                    let panels = i * chunk..((i + 1) * chunk).min(w.panels());
+                    let width = panels.len() * PANEL;
+                    let mut part = vec![0f32; m * width];
+                    for (k, p) in panels.enumerate() {
+                        dot_panel(w.panel(p), &xq, 0..m, &mut part[k * PANEL..], width);
+                    }
+                    part
+                })
+                .collect();
+            for (i, part) in parts.iter().enumerate() {
+                let width = part.len() / m;
+                for (s, part_row) in part.chunks_exact(width).enumerate() {
+                    out[s * padded + i * chunk * PANEL..][..width].copy_from_slice(part_row);
+                }
+            }
+        }
+        if padded != rows {
+            for s in 1..m {
+                out.copy_within(s * padded..s * padded + rows, s * rows);
+            }
+            out.truncate(m * rows);
         }
         out
     }

@@ -1,22 +1,32 @@
-//! Dot products of a Q4_0 weight row with Q8_0 activation rows, one kernel per instruction set:
-//! AVX-512 VNNI and AVX2 on x86-64, NEON on aarch64, portable integer code elsewhere. All compute
-//! the same integer sum per block; only the order of the float accumulation differs.
+//! Products of a 16-row Q4_0 panel with Q8_0 activation rows, one kernel per instruction set:
+//! AVX-512 VNNI and AVX2 on x86-64, NEON on aarch64, portable integer code elsewhere. All
+//! compute the same integer sum per block and row; only the order of the float accumulation
+//! differs.
 //!
-//! The kernel is picked once, from the features of the CPU the binary runs on.
+//! Each kernel is a register tile: a chunk of the panel (four bytes of each of its rows) is
+//! loaded and unpacked once, then meets several tokens, each token's four activation bytes
+//! broadcast to every lane. Per block and token the integer sums of all rows are scaled in one
+//! vector step. The kernel is picked once, from the features of the CPU the binary runs on.
 
+use std::ops::Range;
 use std::sync::LazyLock;
 
-use super::{ActivationRow, GROUP, GROUP_BLOCKS, WeightRow};
+use super::{BLOCK, CHUNK_BYTES, PANEL, PANEL_BLOCK_BYTES, Panel, Q8Rows};
+
+/// Chunks per block: each holds 4 of the 16 nibble bytes of every row.
+const CHUNKS: usize = BLOCK / 2 / 4;
+
+/// `out[k * stride + i] = w[i] · x[tokens.start + k]`, for the 16 rows `i` of the panel.
+///
+/// # Safety
+/// The CPU has the features the kernel was compiled for; the panel and the rows have the same
+/// block count; `tokens` lies within `x`; `out` has room for every write.
+type PanelKernel = unsafe fn(Panel, &Q8Rows, Range<usize>, *mut f32, usize);
 
 #[derive(Clone, Copy)]
 struct Kernel {
     name: &'static str,
-    /// # Safety
-    /// The CPU has the features the kernel was compiled for, and the rows have equal group counts.
-    dot: unsafe fn(WeightRow, ActivationRow) -> f32,
-    /// # Safety
-    /// As for `dot`.
-    dot_x4: unsafe fn(WeightRow, [ActivationRow; 4]) -> [f32; 4],
+    panel: PanelKernel,
 }
 
 /// The kernels this CPU can run, fastest first; the portable one is always last.
@@ -27,28 +37,24 @@ fn available_kernels() -> Vec<Kernel> {
         if x86::has_vnni() {
             kernels.push(Kernel {
                 name: "avx512-vnni",
-                dot: x86::dot_row_vnni,
-                dot_x4: x86::dot_row_x4_vnni,
+                panel: x86::panel_vnni,
             });
         }
         if x86::has_avx2() {
             kernels.push(Kernel {
                 name: "avx2",
-                dot: x86::dot_row_avx2,
-                dot_x4: x86::dot_row_x4_avx2,
+                panel: x86::panel_avx2,
             });
         }
     }
     #[cfg(target_arch = "aarch64")]
     kernels.push(Kernel {
         name: "neon",
-        dot: neon::dot_row,
-        dot_x4: neon::dot_row_x4,
+        panel: neon::panel,
     });
     kernels.push(Kernel {
         name: "portable",
-        dot: portable::dot_row,
-        dot_x4: portable::dot_row_x4,
+        panel: portable::panel,
     });
     kernels
 }
@@ -60,47 +66,134 @@ pub fn kernel_name() -> &'static str {
     KERNEL.name
 }
 
-/// `Σ w·x` over one row.
-pub fn dot_row(w: WeightRow, x: ActivationRow) -> f32 {
-    assert_eq!(w.scales.len(), x.scales.len());
-    // SAFETY: `KERNEL` was chosen for this CPU; the lengths match.
-    unsafe { (KERNEL.dot)(w, x) }
+/// `out[k * stride + i] = w[i] · x[tokens.start + k]` for the 16 rows `i` of `panel`.
+pub fn dot_panel(panel: Panel, x: &Q8Rows, tokens: Range<usize>, out: &mut [f32], stride: usize) {
+    check(&panel, x, &tokens, out.len(), stride);
+    // SAFETY: `KERNEL` was chosen for this CPU; `check` bounds every access.
+    unsafe { (KERNEL.panel)(panel, x, tokens, out.as_mut_ptr(), stride) }
 }
 
-/// One weight row against four activation rows: the weights are unpacked once for all four.
-pub fn dot_row_x4(w: WeightRow, x: [ActivationRow; 4]) -> [f32; 4] {
-    assert!(x.iter().all(|x| x.scales.len() == w.scales.len()));
-    // SAFETY: `KERNEL` was chosen for this CPU; the lengths match.
-    unsafe { (KERNEL.dot_x4)(w, x) }
+fn check(panel: &Panel, x: &Q8Rows, tokens: &Range<usize>, out_len: usize, stride: usize) {
+    assert_eq!(
+        panel.blocks, x.blocks,
+        "panel and activations differ in width"
+    );
+    assert!(panel.nibbles.len() >= panel.blocks * PANEL_BLOCK_BYTES);
+    assert!(panel.scales.len() >= panel.blocks * PANEL);
+    assert!(tokens.end <= x.len(), "tokens {tokens:?} of {}", x.len());
+    assert!(stride >= PANEL, "output rows overlap");
+    if !tokens.is_empty() {
+        assert!(
+            out_len >= (tokens.len() - 1) * stride + PANEL,
+            "output too short"
+        );
+    }
+}
+
+/// Raw access to one token's quantized row, for the kernels' inner loops.
+#[derive(Clone, Copy)]
+struct TokenRow {
+    q: *const i8,
+    scales: *const f32,
+    sum8: *const f32,
+}
+
+impl TokenRow {
+    /// # Safety
+    /// `s < x.len()`.
+    unsafe fn new(x: &Q8Rows, s: usize) -> TokenRow {
+        // SAFETY: row `s` exists, per the caller.
+        unsafe {
+            TokenRow {
+                q: x.q.as_ptr().add(s * x.blocks * BLOCK),
+                scales: x.scales.as_ptr().add(s * x.blocks),
+                sum8: x.sum8.as_ptr().add(s * x.blocks),
+            }
+        }
+    }
+
+    /// The four activation bytes that meet byte lane `byte` (0..16) of block `b`, as one
+    /// 32-bit word: low-nibble values when `high` is false, values `16..32` otherwise.
+    ///
+    /// # Safety
+    /// `b` is within the row.
+    #[inline(always)]
+    unsafe fn word(self, b: usize, byte: usize, high: bool) -> i32 {
+        // SAFETY: within the row's `blocks * 32` bytes, per the caller.
+        unsafe {
+            let offset = b * BLOCK + byte + if high { BLOCK / 2 } else { 0 };
+            std::ptr::read_unaligned(self.q.add(offset).cast::<i32>())
+        }
+    }
+
+    /// # Safety
+    /// `b` is within the row.
+    #[inline(always)]
+    unsafe fn scale(self, b: usize) -> (f32, f32) {
+        // SAFETY: per the caller.
+        unsafe { (*self.scales.add(b), *self.sum8.add(b)) }
+    }
+}
+
+/// Runs `tile::<T>` over `tokens` in steps of `T`, then the rest one by one with `tile1`.
+macro_rules! tiled {
+    ($tile:ident::<$t:literal>, $panel:expr, $x:expr, $tokens:expr, $out:expr, $stride:expr) => {{
+        let (panel, x, tokens, mut out, stride) = ($panel, $x, $tokens, $out, $stride);
+        let mut s = tokens.start;
+        while tokens.end - s >= $t {
+            // SAFETY: forwarded from the caller; `s + T <= tokens.end`.
+            unsafe {
+                $tile::<$t>(panel, x, s, out, stride);
+                out = out.add($t * stride);
+            }
+            s += $t;
+        }
+        while s < tokens.end {
+            // SAFETY: as above.
+            unsafe {
+                $tile::<1>(panel, x, s, out, stride);
+                out = out.add(stride);
+            }
+            s += 1;
+        }
+    }};
 }
 
 mod portable {
     use super::*;
 
-    /// `Σ nibble·q` for block `slot` of group `g`.
-    fn block_sum(w: WeightRow, x: ActivationRow, g: usize, slot: usize) -> i32 {
-        let bytes = &w.nibbles[g * GROUP / 2 + slot * 16..][..16];
-        let low = &x.q[g * GROUP + slot * 16..][..16];
-        let high = &x.q[g * GROUP + GROUP / 2 + slot * 16..][..16];
-        (0..16)
-            .map(|k| {
-                (bytes[k] & 0xF) as i32 * low[k] as i32 + (bytes[k] >> 4) as i32 * high[k] as i32
-            })
-            .sum()
-    }
-
-    pub unsafe fn dot_row(w: WeightRow, x: ActivationRow) -> f32 {
-        let mut total = 0f32;
-        for b in 0..w.scales.len() {
-            let sum = block_sum(w, x, b / GROUP_BLOCKS, b % GROUP_BLOCKS);
-            total += sum as f32 * w.scales[b] * x.scales[b] - w.scales[b] * x.sum8[b];
+    pub unsafe fn panel(p: Panel, x: &Q8Rows, tokens: Range<usize>, out: *mut f32, stride: usize) {
+        for (k, s) in tokens.enumerate() {
+            // SAFETY: `s` is a row of `x`; `out` has room for `PANEL` values per token.
+            let (row, out) = unsafe { (TokenRow::new(x, s), out.add(k * stride)) };
+            for lane in 0..PANEL {
+                let mut total = 0f32;
+                for b in 0..p.blocks {
+                    let mut sum = 0i32;
+                    for c in 0..CHUNKS {
+                        let bytes =
+                            &p.nibbles[b * PANEL_BLOCK_BYTES + c * CHUNK_BYTES + lane * 4..];
+                        // SAFETY: block `b` is within the row.
+                        let (low, high) = unsafe {
+                            (
+                                row.word(b, 4 * c, false).to_le_bytes(),
+                                row.word(b, 4 * c, true).to_le_bytes(),
+                            )
+                        };
+                        for j in 0..4 {
+                            sum += (bytes[j] & 0xF) as i32 * low[j] as i8 as i32
+                                + (bytes[j] >> 4) as i32 * high[j] as i8 as i32;
+                        }
+                    }
+                    // SAFETY: as above.
+                    let (scale, sum8) = unsafe { row.scale(b) };
+                    let w = p.scales[b * PANEL + lane];
+                    total += w * (sum as f32 * scale - sum8);
+                }
+                // SAFETY: within the token's 16 outputs.
+                unsafe { *out.add(lane) = total };
+            }
         }
-        total
-    }
-
-    pub unsafe fn dot_row_x4(w: WeightRow, x: [ActivationRow; 4]) -> [f32; 4] {
-        // SAFETY: forwarded.
-        x.map(|x| unsafe { dot_row(w, x) })
     }
 }
 
@@ -121,131 +214,139 @@ mod x86 {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
     }
 
-    #[inline]
-    #[target_feature(enable = "sse3")]
-    fn sum4(v: __m128) -> f32 {
-        let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
-    }
-
-    /// The four per-block scales of group `g` (`w · x`) and its offset term.
-    #[inline]
-    #[target_feature(enable = "fma")]
-    unsafe fn group_scales(
-        w: WeightRow,
-        x: ActivationRow,
-        g: usize,
-        offset: &mut __m128,
-    ) -> __m128 {
-        unsafe {
-            let ws = _mm_loadu_ps(w.scales.as_ptr().add(g * 4));
-            *offset = _mm_fmadd_ps(ws, _mm_loadu_ps(x.sum8.as_ptr().add(g * 4)), *offset);
-            _mm_mul_ps(ws, _mm_loadu_ps(x.scales.as_ptr().add(g * 4)))
-        }
-    }
-
-    /// One group in one 512-bit register: four lanes per block, each block's scale broadcast
-    /// over its lanes.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-    pub unsafe fn dot_row_vnni(w: WeightRow, x: ActivationRow) -> f32 {
+    pub unsafe fn panel_vnni(
+        p: Panel,
+        x: &Q8Rows,
+        tokens: Range<usize>,
+        out: *mut f32,
+        stride: usize,
+    ) {
+        tiled!(tile_vnni::<8>, p, x, tokens, out, stride)
+    }
+
+    /// Tokens `s..s + T` against the whole panel: one 512-bit lane per row.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+    unsafe fn tile_vnni<const T: usize>(
+        p: Panel,
+        x: &Q8Rows,
+        s: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
         let mask = _mm512_set1_epi8(0x0F);
-        let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-        let mut acc = _mm512_setzero_ps();
-        let mut offset = _mm_setzero_ps();
-        for g in 0..w.scales.len() / GROUP_BLOCKS {
-            // SAFETY: every group has 64 nibble bytes, 128 activations and 4 scales.
-            unsafe {
-                let packed = _mm512_loadu_si512(w.nibbles.as_ptr().add(g * 64).cast());
+        // SAFETY: tokens `s..s + T` are rows of `x`, per the caller.
+        let rows: [TokenRow; T] = std::array::from_fn(|k| unsafe { TokenRow::new(x, s + k) });
+        let mut acc = [_mm512_setzero_ps(); T];
+        for b in 0..p.blocks {
+            let mut sums = [_mm512_setzero_si512(); T];
+            for c in 0..CHUNKS {
+                // SAFETY: the panel has `blocks` blocks of 4 chunks of 64 bytes.
+                let packed = unsafe {
+                    _mm512_loadu_si512(
+                        p.nibbles
+                            .as_ptr()
+                            .add(b * PANEL_BLOCK_BYTES + c * CHUNK_BYTES)
+                            .cast(),
+                    )
+                };
                 let low = _mm512_and_si512(packed, mask);
                 let high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), mask);
-                let q = x.q.as_ptr().add(g * GROUP);
-                let sums =
-                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), low, _mm512_loadu_si512(q.cast()));
-                let sums = _mm512_dpbusd_epi32(sums, high, _mm512_loadu_si512(q.add(64).cast()));
-                let scale = group_scales(w, x, g, &mut offset);
-                let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(scale));
-                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc);
-            }
-        }
-        _mm512_reduce_add_ps(acc) - sum4(offset)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-    pub unsafe fn dot_row_x4_vnni(w: WeightRow, x: [ActivationRow; 4]) -> [f32; 4] {
-        let mask = _mm512_set1_epi8(0x0F);
-        let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut offset = [_mm_setzero_ps(); 4];
-        for g in 0..w.scales.len() / GROUP_BLOCKS {
-            // SAFETY: as in `dot_row_vnni`.
-            unsafe {
-                let packed = _mm512_loadu_si512(w.nibbles.as_ptr().add(g * 64).cast());
-                let low = _mm512_and_si512(packed, mask);
-                let high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), mask);
-                for r in 0..4 {
-                    let q = x[r].q.as_ptr().add(g * GROUP);
-                    let sums = _mm512_dpbusd_epi32(
-                        _mm512_setzero_si512(),
-                        low,
-                        _mm512_loadu_si512(q.cast()),
-                    );
-                    let sums =
-                        _mm512_dpbusd_epi32(sums, high, _mm512_loadu_si512(q.add(64).cast()));
-                    let scale = group_scales(w, x[r], g, &mut offset[r]);
-                    let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(scale));
-                    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc[r]);
+                for (sum, row) in sums.iter_mut().zip(rows) {
+                    // SAFETY: block `b` is within every row.
+                    let (xl, xh) = unsafe { (row.word(b, 4 * c, false), row.word(b, 4 * c, true)) };
+                    *sum = _mm512_dpbusd_epi32(*sum, low, _mm512_set1_epi32(xl));
+                    *sum = _mm512_dpbusd_epi32(*sum, high, _mm512_set1_epi32(xh));
                 }
             }
+            // SAFETY: 16 scales per block.
+            let ws = unsafe { _mm512_loadu_ps(p.scales.as_ptr().add(b * PANEL)) };
+            for ((acc, sum), row) in acc.iter_mut().zip(sums).zip(rows) {
+                // SAFETY: as above.
+                let (scale, sum8) = unsafe { row.scale(b) };
+                let y = _mm512_fmsub_ps(
+                    _mm512_cvtepi32_ps(sum),
+                    _mm512_set1_ps(scale),
+                    _mm512_set1_ps(sum8),
+                );
+                *acc = _mm512_fmadd_ps(ws, y, *acc);
+            }
         }
-        std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - sum4(offset[r]))
+        for (k, acc) in acc.into_iter().enumerate() {
+            // SAFETY: `out` has room for 16 values per token.
+            unsafe { _mm512_storeu_ps(out.add(k * stride), acc) };
+        }
     }
 
-    /// `Σ nibble·q` of two blocks (half `h` of group `g`) in eight i32 lanes, four per block.
-    /// Each i16 from `maddubs` sums two products of at most 15·127, so it cannot saturate.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn panel_avx2(
+        p: Panel,
+        x: &Q8Rows,
+        tokens: Range<usize>,
+        out: *mut f32,
+        stride: usize,
+    ) {
+        tiled!(tile_avx2::<4>, p, x, tokens, out, stride)
+    }
+
+    /// Tokens `s..s + T` against the panel, one half of its rows at a time (eight 32-bit lanes
+    /// in a 256-bit register). `maddubs` sums two products of at most 15·127 into an i16, and
+    /// a block adds eight of those per lane (at most 30480), so the i16 sums cannot saturate.
     #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn half_group_sums(w: WeightRow, x: ActivationRow, g: usize, h: usize) -> __m256i {
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_avx2<const T: usize>(
+        p: Panel,
+        x: &Q8Rows,
+        s: usize,
+        out: *mut f32,
+        stride: usize,
+    ) {
         let mask = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
-        // SAFETY: every group has 64 nibble bytes and 128 activations.
-        unsafe {
-            let packed = _mm256_loadu_si256(w.nibbles.as_ptr().add(g * 64 + h * 32).cast());
-            let low = _mm256_and_si256(packed, mask);
-            let high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
-            let q = x.q.as_ptr().add(g * GROUP + h * 32);
-            let low = _mm256_maddubs_epi16(low, _mm256_loadu_si256(q.cast()));
-            let high = _mm256_maddubs_epi16(high, _mm256_loadu_si256(q.add(64).cast()));
-            _mm256_madd_epi16(_mm256_add_epi16(low, high), ones)
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_row_avx2(w: WeightRow, x: ActivationRow) -> f32 {
-        let spread = [
-            _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0),
-            _mm256_set_epi32(3, 3, 3, 3, 2, 2, 2, 2),
-        ];
-        let mut acc = _mm256_setzero_ps();
-        let mut offset = _mm_setzero_ps();
-        for g in 0..w.scales.len() / GROUP_BLOCKS {
-            // SAFETY: as in `half_group_sums` and `group_scales`.
-            unsafe {
-                let scale = _mm256_castps128_ps256(group_scales(w, x, g, &mut offset));
-                for (h, &spread) in spread.iter().enumerate() {
-                    let sums = _mm256_cvtepi32_ps(half_group_sums(w, x, g, h));
-                    let scale = _mm256_permutevar8x32_ps(scale, spread);
-                    acc = _mm256_fmadd_ps(sums, scale, acc);
+        // SAFETY: tokens `s..s + T` are rows of `x`, per the caller.
+        let rows: [TokenRow; T] = std::array::from_fn(|k| unsafe { TokenRow::new(x, s + k) });
+        for half in 0..2 {
+            let mut acc = [_mm256_setzero_ps(); T];
+            for b in 0..p.blocks {
+                let mut sums = [_mm256_setzero_si256(); T];
+                for c in 0..CHUNKS {
+                    // SAFETY: the panel has `blocks` blocks of 4 chunks of 64 bytes.
+                    let packed = unsafe {
+                        let at = b * PANEL_BLOCK_BYTES + c * CHUNK_BYTES + half * CHUNK_BYTES / 2;
+                        _mm256_loadu_si256(p.nibbles.as_ptr().add(at).cast())
+                    };
+                    let low = _mm256_and_si256(packed, mask);
+                    let high = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
+                    for (sum, row) in sums.iter_mut().zip(rows) {
+                        // SAFETY: block `b` is within every row.
+                        let (xl, xh) =
+                            unsafe { (row.word(b, 4 * c, false), row.word(b, 4 * c, true)) };
+                        let products = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(low, _mm256_set1_epi32(xl)),
+                            _mm256_maddubs_epi16(high, _mm256_set1_epi32(xh)),
+                        );
+                        *sum = _mm256_add_epi16(*sum, products);
+                    }
+                }
+                // SAFETY: 16 scales per block.
+                let ws = unsafe { _mm256_loadu_ps(p.scales.as_ptr().add(b * PANEL + half * 8)) };
+                for ((acc, sum), row) in acc.iter_mut().zip(sums).zip(rows) {
+                    // SAFETY: as above.
+                    let (scale, sum8) = unsafe { row.scale(b) };
+                    let y = _mm256_fmsub_ps(
+                        _mm256_cvtepi32_ps(_mm256_madd_epi16(sum, ones)),
+                        _mm256_set1_ps(scale),
+                        _mm256_set1_ps(sum8),
+                    );
+                    *acc = _mm256_fmadd_ps(ws, y, *acc);
                 }
             }
+            for (k, acc) in acc.into_iter().enumerate() {
+                // SAFETY: `out` has room for 16 values per token.
+                unsafe { _mm256_storeu_ps(out.add(k * stride + half * 8), acc) };
+            }
         }
-        let acc = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        sum4(acc) - sum4(offset)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_row_x4_avx2(w: WeightRow, x: [ActivationRow; 4]) -> [f32; 4] {
-        // SAFETY: forwarded; AVX2 has no spare registers to share the unpacking across rows.
-        x.map(|x| unsafe { dot_row_avx2(w, x) })
     }
 }
 
@@ -255,104 +356,128 @@ mod neon {
 
     use super::*;
 
-    /// `Σ nibble·q` for the four blocks of group `g`, one i32 lane per block. Each i16 lane
-    /// sums four products of at most 15·127, so it cannot overflow.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn panel(p: Panel, x: &Q8Rows, tokens: Range<usize>, out: *mut f32, stride: usize) {
+        tiled!(tile::<4>, p, x, tokens, out, stride)
+    }
+
+    /// Tokens `s..s + T` against the panel, four rows at a time (four 32-bit lanes). Each
+    /// widening multiply-add pairs a low-nibble and a high-nibble product in an i16 (at most
+    /// 2·15·127), and the pairwise adds widen before they could overflow.
     #[inline]
     #[target_feature(enable = "neon")]
-    unsafe fn group_sums(w: WeightRow, x: ActivationRow, g: usize) -> int32x4_t {
+    unsafe fn tile<const T: usize>(p: Panel, x: &Q8Rows, s: usize, out: *mut f32, stride: usize) {
         let mask = vdupq_n_u8(0x0F);
-        let mut lanes = [vdupq_n_s32(0); 4];
-        for (slot, lane) in lanes.iter_mut().enumerate() {
-            // SAFETY: every group has 64 nibble bytes and 128 activations.
-            unsafe {
-                let packed = vld1q_u8(w.nibbles.as_ptr().add(g * 64 + slot * 16));
-                let low = vreinterpretq_s8_u8(vandq_u8(packed, mask));
-                let high = vreinterpretq_s8_u8(vshrq_n_u8::<4>(packed));
-                let q = x.q.as_ptr().add(g * GROUP + slot * 16);
-                let (q0, q1) = (vld1q_s8(q), vld1q_s8(q.add(64)));
-                let mut p = vmull_s8(vget_low_s8(low), vget_low_s8(q0));
-                p = vmlal_s8(p, vget_high_s8(low), vget_high_s8(q0));
-                p = vmlal_s8(p, vget_low_s8(high), vget_low_s8(q1));
-                p = vmlal_s8(p, vget_high_s8(high), vget_high_s8(q1));
-                *lane = vpaddlq_s16(p);
+        // SAFETY: tokens `s..s + T` are rows of `x`, per the caller.
+        let rows: [TokenRow; T] = std::array::from_fn(|k| unsafe { TokenRow::new(x, s + k) });
+        for quarter in 0..4 {
+            let mut acc = [vdupq_n_f32(0.0); T];
+            for b in 0..p.blocks {
+                let mut sums = [vdupq_n_s32(0); T];
+                for c in 0..CHUNKS {
+                    // SAFETY: the panel has `blocks` blocks of 4 chunks of 64 bytes.
+                    let packed = unsafe {
+                        let at = b * PANEL_BLOCK_BYTES + c * CHUNK_BYTES + quarter * 16;
+                        vld1q_u8(p.nibbles.as_ptr().add(at))
+                    };
+                    let low = vreinterpretq_s8_u8(vandq_u8(packed, mask));
+                    let high = vreinterpretq_s8_u8(vshrq_n_u8::<4>(packed));
+                    for (sum, row) in sums.iter_mut().zip(rows) {
+                        // SAFETY: block `b` is within every row.
+                        let (xl, xh) =
+                            unsafe { (row.word(b, 4 * c, false), row.word(b, 4 * c, true)) };
+                        let xl = vreinterpretq_s8_s32(vdupq_n_s32(xl));
+                        let xh = vreinterpretq_s8_s32(vdupq_n_s32(xh));
+                        let first = vmlal_s8(
+                            vmull_s8(vget_low_s8(low), vget_low_s8(xl)),
+                            vget_low_s8(high),
+                            vget_low_s8(xh),
+                        );
+                        let second = vmlal_high_s8(vmull_high_s8(low, xl), high, xh);
+                        *sum = vpadalq_s16(*sum, vpaddq_s16(first, second));
+                    }
+                }
+                // SAFETY: 16 scales per block.
+                let ws = unsafe { vld1q_f32(p.scales.as_ptr().add(b * PANEL + quarter * 4)) };
+                for ((acc, sum), row) in acc.iter_mut().zip(sums).zip(rows) {
+                    // SAFETY: as above.
+                    let (scale, sum8) = unsafe { row.scale(b) };
+                    let y = vsubq_f32(vmulq_n_f32(vcvtq_f32_s32(sum), scale), vdupq_n_f32(sum8));
+                    *acc = vfmaq_f32(*acc, ws, y);
+                }
+            }
+            for (k, acc) in acc.into_iter().enumerate() {
+                // SAFETY: `out` has room for 16 values per token.
+                unsafe { vst1q_f32(out.add(k * stride + quarter * 4), acc) };
             }
         }
-        vpaddq_s32(
-            vpaddq_s32(lanes[0], lanes[1]),
-            vpaddq_s32(lanes[2], lanes[3]),
-        )
-    }
-
-    #[target_feature(enable = "neon")]
-    pub unsafe fn dot_row(w: WeightRow, x: ActivationRow) -> f32 {
-        let mut acc = vdupq_n_f32(0.0);
-        let mut offset = vdupq_n_f32(0.0);
-        for g in 0..w.scales.len() / GROUP_BLOCKS {
-            // SAFETY: every group has 4 scales.
-            unsafe {
-                let ws = vld1q_f32(w.scales.as_ptr().add(g * 4));
-                let scale = vmulq_f32(ws, vld1q_f32(x.scales.as_ptr().add(g * 4)));
-                offset = vfmaq_f32(offset, ws, vld1q_f32(x.sum8.as_ptr().add(g * 4)));
-                acc = vfmaq_f32(acc, vcvtq_f32_s32(group_sums(w, x, g)), scale);
-            }
-        }
-        vaddvq_f32(acc) - vaddvq_f32(offset)
-    }
-
-    #[target_feature(enable = "neon")]
-    pub unsafe fn dot_row_x4(w: WeightRow, x: [ActivationRow; 4]) -> [f32; 4] {
-        // SAFETY: forwarded.
-        x.map(|x| unsafe { dot_row(w, x) })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::q4_0::{Q4_0Matrix, Q8Rows};
+    use crate::q4_0::Q4_0Matrix;
     use crate::testing::pseudo_random;
 
     /// Every kernel this CPU runs agrees with the portable one, with extreme nibbles (0 and 15)
-    /// and activations at ±127, on whole and ragged widths.
+    /// and activations at ±127, on whole and ragged widths, for every token count up to two
+    /// full tiles plus a remainder, written with a stride.
     #[test]
     fn kernels_match_the_portable_reference() {
         let kernels = available_kernels();
         let portable = kernels.last().unwrap();
         for cols in [32, 72, 1024, 4304] {
-            let mut w = pseudo_random(2 * cols, cols as u32);
+            let rows = 2 * PANEL;
+            let mut w = pseudo_random(rows * cols, cols as u32);
             w[0] = 3.0;
             w[cols + 1] = -3.0;
-            let mut m = Q4_0Matrix::with_capacity(2, cols);
+            let mut m = Q4_0Matrix::new(rows, cols);
             m.push_rows(&w);
-            let mut x = pseudo_random(4 * cols, 7);
+            let tokens = 19;
+            let mut x = pseudo_random(tokens * cols, 7);
             x[1] = -2.0;
             x[cols + 2] = 2.0;
-            let q = Q8Rows::quantize(&x, 4, cols, false);
-            let rows = [q.row(0), q.row(1), q.row(2), q.row(3)];
-            for r in 0..2 {
-                // SAFETY: the portable kernel runs anywhere.
-                let reference = unsafe { (portable.dot_x4)(m.row(r), rows) };
-                for kernel in &kernels {
-                    // SAFETY: `available_kernels` only lists what this CPU has.
-                    let (x4, single) = unsafe {
-                        (
-                            (kernel.dot_x4)(m.row(r), rows),
-                            (kernel.dot)(m.row(r), rows[2]),
+            let q = Q8Rows::quantize(&x, tokens, cols);
+            let stride = 40;
+            for p in 0..2 {
+                for count in [1, 3, 4, 8, 11, 19] {
+                    let range = tokens - count..tokens;
+                    let mut reference = vec![f32::NAN; count * stride];
+                    check(&m.panel(p), &q, &range, reference.len(), stride);
+                    // SAFETY: the portable kernel runs anywhere; `check` passed.
+                    unsafe {
+                        (portable.panel)(
+                            m.panel(p),
+                            &q,
+                            range.clone(),
+                            reference.as_mut_ptr(),
+                            stride,
                         )
                     };
-                    for s in 0..4 {
-                        let tolerance = 1e-5 * cols as f32 * reference[s].abs().max(1.0);
-                        assert!(
-                            (x4[s] - reference[s]).abs() <= tolerance,
-                            "{}: {x4:?} vs {reference:?}",
-                            kernel.name
-                        );
+                    for kernel in &kernels {
+                        let mut got = vec![f32::NAN; count * stride];
+                        // SAFETY: `available_kernels` only lists what this CPU has.
+                        unsafe {
+                            (kernel.panel)(m.panel(p), &q, range.clone(), got.as_mut_ptr(), stride)
+                        };
+                        for k in 0..count {
+                            for i in 0..PANEL {
+                                let (g, r) = (got[k * stride + i], reference[k * stride + i]);
+                                let tolerance = 1e-5 * cols as f32 * r.abs().max(1.0);
+                                assert!(
+                                    (g - r).abs() <= tolerance,
+                                    "{} cols={cols} panel {p} token {k}/{count} row {i}: {g} vs {r}",
+                                    kernel.name
+                                );
+                            }
+                            assert!(
+                                got[k * stride + PANEL..(k + 1) * stride]
+                                    .iter()
+                                    .all(|v| v.is_nan())
+                            );
+                        }
                     }
-                    assert!(
-                        (single - reference[2]).abs() <= 1e-5 * cols as f32,
-                        "{}",
-                        kernel.name
-                    );
                 }
             }
         }

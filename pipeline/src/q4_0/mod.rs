@@ -7,52 +7,47 @@
 //! products: one multiply-add instruction per 16 to 64 pairs instead of unpacking every weight
 //! to f32. This is what llama.cpp does, and why its Q4_0 decode outruns a float kernel.
 //!
-//! The layout is chosen for the SIMD kernels rather than for the file format: a row keeps its
-//! nibble bytes together (four blocks, 64 bytes, fill one 512-bit register) and its scales
-//! apart, as f32. The activations are stored to match: per group of four blocks, the first 16
-//! values of each block (which meet the low nibbles), then the last 16 of each.
+//! The layout is chosen for the SIMD kernels rather than for the file format. Rows are stored
+//! in panels of 16 ([`PANEL`]), interleaved block by block: for each block, four 64-byte
+//! chunks, chunk `c` holding bytes `4c..4c + 4` of each of the 16 rows. One 512-bit register
+//! then holds four bytes of sixteen rows, and a single multiply-add against four broadcast
+//! activation bytes advances sixteen dot products at once; the unpacked weights are reused for
+//! several tokens before the next load (see `dot`). Scales stay apart, as f32, sixteen per
+//! block of a panel.
 //!
-//! Rows are padded with zero weights (and, at run time, zero activations) to whole groups, so
-//! every width quantizes.
+//! Rows are padded with zero weights to whole blocks (and, at run time, activations with
+//! zeros), and the matrix with zero rows to whole panels, so every shape quantizes.
 
 mod dot;
 
-pub use dot::{dot_row, dot_row_x4, kernel_name};
+pub use dot::{dot_panel, kernel_name};
 
 /// Values per block, in both formats.
 pub const BLOCK: usize = 32;
-/// Blocks that the kernels take at a time.
-pub const GROUP_BLOCKS: usize = 4;
-/// Values per group.
-pub const GROUP: usize = BLOCK * GROUP_BLOCKS;
-/// Nibble bytes per group.
-const GROUP_BYTES: usize = GROUP / 2;
+/// Weight rows stored together and computed together.
+pub const PANEL: usize = 16;
+/// Nibble bytes of one block of one panel.
+const PANEL_BLOCK_BYTES: usize = PANEL * BLOCK / 2;
+/// Bytes of one row that a chunk holds (one 32-bit lane).
+const CHUNK_ROW_BYTES: usize = 4;
+/// Bytes of one chunk: four bytes of each row of a panel.
+const CHUNK_BYTES: usize = PANEL * CHUNK_ROW_BYTES;
 
-/// Groups in a row of `cols` values.
-pub fn groups_per_row(cols: usize) -> usize {
-    cols.div_ceil(GROUP)
-}
-
-/// One weight row: `groups * 64` nibble bytes and `groups * 4` scales.
+/// One panel of 16 weight rows: `blocks * 256` nibble bytes and `blocks * 16` scales.
 #[derive(Clone, Copy)]
-pub struct WeightRow<'a> {
+pub struct Panel<'a> {
     pub nibbles: &'a [u8],
     pub scales: &'a [f32],
+    pub blocks: usize,
 }
 
-/// One activation row: `groups * 128` values and, per block, its scale and `8 * scale * Σq`
-/// (the term that turns a product with the unsigned nibbles into one with the signed weights).
-#[derive(Clone, Copy)]
-pub struct ActivationRow<'a> {
-    pub q: &'a [i8],
-    pub scales: &'a [f32],
-    pub sum8: &'a [f32],
-}
-
-/// A `[rows, cols]` weight matrix quantized row by row.
+/// A `[rows, cols]` weight matrix quantized into panels of 16 rows.
 pub struct Q4_0Matrix {
     pub rows: usize,
     pub cols: usize,
+    blocks: usize,
+    /// Rows quantized so far by [`Q4_0Matrix::push_rows`].
+    filled: usize,
     nibbles: Vec<u8>,
     scales: Vec<f32>,
 }
@@ -64,38 +59,65 @@ impl std::fmt::Debug for Q4_0Matrix {
 }
 
 impl Q4_0Matrix {
-    /// An empty matrix to be filled with [`Q4_0Matrix::push_rows`].
-    pub fn with_capacity(rows: usize, cols: usize) -> Q4_0Matrix {
-        let groups = groups_per_row(cols);
+    /// A matrix of zeros, to be filled in order with [`Q4_0Matrix::push_rows`]. The storage
+    /// is allocated zeroed, so pages become resident only as rows are written.
+    pub fn new(rows: usize, cols: usize) -> Q4_0Matrix {
+        let blocks = cols.div_ceil(BLOCK);
+        let panels = rows.div_ceil(PANEL);
         Q4_0Matrix {
-            rows: 0,
+            rows,
             cols,
-            nibbles: Vec::with_capacity(rows * groups * GROUP_BYTES),
-            scales: Vec::with_capacity(rows * groups * GROUP_BLOCKS),
+            blocks,
+            filled: 0,
+            nibbles: vec![0; panels * blocks * PANEL_BLOCK_BYTES],
+            scales: vec![0.0; panels * blocks * PANEL],
         }
     }
 
-    /// Quantizes whole rows (`values.len()` a multiple of `cols`) and appends them.
+    /// Quantizes the next whole rows (`values.len()` a multiple of `cols`).
     pub fn push_rows(&mut self, values: &[f32]) {
-        debug_assert!(values.len().is_multiple_of(self.cols));
-        let padded_cols = groups_per_row(self.cols) * GROUP;
-        let mut padded = vec![0f32; padded_cols];
+        assert!(values.len().is_multiple_of(self.cols));
+        assert!(
+            self.filled + values.len() / self.cols <= self.rows,
+            "more rows than the {}x{} matrix holds",
+            self.rows,
+            self.cols
+        );
+        let mut padded = vec![0f32; self.blocks * BLOCK];
         for row in values.chunks_exact(self.cols) {
+            let (panel, lane) = (self.filled / PANEL, self.filled % PANEL);
             padded[..self.cols].copy_from_slice(row);
-            for block in padded.chunks_exact(BLOCK) {
-                let (scale, nibbles) = quantize_q4_0(block);
-                self.scales.push(scale);
-                self.nibbles.extend_from_slice(&nibbles);
+            for (b, block) in padded.chunks_exact(BLOCK).enumerate() {
+                let (scale, bytes) = quantize_q4_0(block);
+                let at = panel * self.blocks + b;
+                self.scales[at * PANEL + lane] = scale;
+                let chunks = &mut self.nibbles[at * PANEL_BLOCK_BYTES..][..PANEL_BLOCK_BYTES];
+                for (chunk, bytes) in chunks
+                    .chunks_exact_mut(CHUNK_BYTES)
+                    .zip(bytes.chunks_exact(CHUNK_ROW_BYTES))
+                {
+                    chunk[lane * CHUNK_ROW_BYTES..][..CHUNK_ROW_BYTES].copy_from_slice(bytes);
+                }
             }
-            self.rows += 1;
+            self.filled += 1;
         }
     }
 
-    pub fn row(&self, r: usize) -> WeightRow<'_> {
-        let groups = groups_per_row(self.cols);
-        WeightRow {
-            nibbles: &self.nibbles[r * groups * GROUP_BYTES..(r + 1) * groups * GROUP_BYTES],
-            scales: &self.scales[r * groups * GROUP_BLOCKS..(r + 1) * groups * GROUP_BLOCKS],
+    pub fn panels(&self) -> usize {
+        self.rows.div_ceil(PANEL)
+    }
+
+    /// Blocks per row (the padded width over [`BLOCK`]).
+    pub fn blocks(&self) -> usize {
+        self.blocks
+    }
+
+    pub fn panel(&self, p: usize) -> Panel<'_> {
+        let blocks = self.blocks;
+        Panel {
+            nibbles: &self.nibbles[p * blocks * PANEL_BLOCK_BYTES..][..blocks * PANEL_BLOCK_BYTES],
+            scales: &self.scales[p * blocks * PANEL..][..blocks * PANEL],
+            blocks,
         }
     }
 
@@ -103,16 +125,17 @@ impl Q4_0Matrix {
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.rows * self.cols);
         for r in 0..self.rows {
-            let row = self.row(r);
-            let values = row
-                .nibbles
-                .chunks_exact(BLOCK / 2)
-                .zip(row.scales)
-                .flat_map(|(bytes, &scale)| {
-                    let low = bytes.iter().map(|b| (b & 0xF) as i32);
-                    let high = bytes.iter().map(|b| (b >> 4) as i32);
-                    low.chain(high).map(move |n| (n - 8) as f32 * scale)
-                });
+            let (panel, lane) = (self.panel(r / PANEL), r % PANEL);
+            let values = (0..self.blocks * BLOCK).map(|j| {
+                let (b, j) = (j / BLOCK, j % BLOCK);
+                let k = j % (BLOCK / 2);
+                let byte = panel.nibbles[b * PANEL_BLOCK_BYTES
+                    + (k / CHUNK_ROW_BYTES) * CHUNK_BYTES
+                    + lane * CHUNK_ROW_BYTES
+                    + k % CHUNK_ROW_BYTES];
+                let nibble = if j < BLOCK / 2 { byte & 0xF } else { byte >> 4 };
+                (nibble as i32 - 8) as f32 * panel.scales[b * PANEL + lane]
+            });
             out.extend(values.take(self.cols));
         }
         out
@@ -141,8 +164,7 @@ fn quantize_q4_0(values: &[f32]) -> (f32, [u8; BLOCK / 2]) {
     (scale, nibbles)
 }
 
-/// Quantizes one activation row into the kernels' layout: per block, its first 16 values go
-/// to the group's low half (next to the other blocks' first 16), the last 16 to its high half.
+/// Quantizes one activation row to 8 bits per block, padding the last block with zeros.
 fn quantize_row(values: &[f32], q: &mut [i8], scales: &mut [f32], sum8: &mut [f32]) {
     for (b, block) in values.chunks(BLOCK).enumerate() {
         let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -153,92 +175,71 @@ fn quantize_row(values: &[f32], q: &mut [i8], scales: &mut [f32], sum8: &mut [f3
             let scaled = v * inverse;
             (scaled + 0.5f32.copysign(scaled)) as i8
         };
-        let (group, slot) = (b / GROUP_BLOCKS, b % GROUP_BLOCKS);
-        let (first, last) = block.split_at(block.len().min(BLOCK / 2));
-        let low = &mut q[group * GROUP + slot * (BLOCK / 2)..][..first.len()];
-        low.iter_mut().zip(first).for_each(|(q, v)| *q = level(v));
-        let high = &mut q[group * GROUP + GROUP / 2 + slot * (BLOCK / 2)..][..last.len()];
-        high.iter_mut().zip(last).for_each(|(q, v)| *q = level(v));
-        let sum: i32 = q[group * GROUP + slot * (BLOCK / 2)..][..BLOCK / 2]
-            .iter()
-            .chain(&q[group * GROUP + GROUP / 2 + slot * (BLOCK / 2)..][..BLOCK / 2])
-            .map(|&q| q as i32)
-            .sum();
+        let q = &mut q[b * BLOCK..][..BLOCK];
+        q.iter_mut().zip(block).for_each(|(q, v)| *q = level(v));
+        let sum: i32 = q.iter().map(|&q| q as i32).sum();
         scales[b] = scale;
         sum8[b] = 8.0 * scale * sum as f32;
     }
 }
 
-/// Activation rows quantized to 8 bits, in the kernels' layout.
+/// Activation rows quantized to 8 bits: per row, `blocks * 32` values in order, and per
+/// block its scale and `8 * scale * Σq` (the term that turns a product with the unsigned
+/// nibbles into one with the signed weights).
 pub struct Q8Rows {
-    groups: usize,
+    blocks: usize,
     q: Vec<i8>,
     scales: Vec<f32>,
     sum8: Vec<f32>,
 }
 
 impl Q8Rows {
-    /// Quantizes `m` rows of `cols` values; with `parallel`, rows are shared out over the
-    /// current rayon pool.
-    pub fn quantize(x: &[f32], m: usize, cols: usize, parallel: bool) -> Q8Rows {
-        use rayon::prelude::*;
+    /// Quantizes `m` rows of `cols` values.
+    pub fn quantize(x: &[f32], m: usize, cols: usize) -> Q8Rows {
         debug_assert_eq!(x.len(), m * cols);
-        let groups = groups_per_row(cols);
-        let blocks = groups * GROUP_BLOCKS;
+        let blocks = cols.div_ceil(BLOCK);
         let mut rows = Q8Rows {
-            groups,
-            q: vec![0; m * groups * GROUP],
+            blocks,
+            q: vec![0; m * blocks * BLOCK],
             scales: vec![0.0; m * blocks],
             sum8: vec![0.0; m * blocks],
         };
-        let quantize = |(((q, scales), sum8), values)| quantize_row(values, q, scales, sum8);
-        let (row_values, row_blocks) = (groups * GROUP, blocks);
-        if parallel {
-            rows.q
-                .par_chunks_exact_mut(row_values)
-                .zip(rows.scales.par_chunks_exact_mut(row_blocks))
-                .zip(rows.sum8.par_chunks_exact_mut(row_blocks))
-                .zip(x.par_chunks_exact(cols))
-                .for_each(quantize);
-        } else {
-            rows.q
-                .chunks_exact_mut(row_values)
-                .zip(rows.scales.chunks_exact_mut(row_blocks))
-                .zip(rows.sum8.chunks_exact_mut(row_blocks))
-                .zip(x.chunks_exact(cols))
-                .for_each(quantize);
-        }
+        rows.q
+            .chunks_exact_mut(blocks * BLOCK)
+            .zip(rows.scales.chunks_exact_mut(blocks))
+            .zip(rows.sum8.chunks_exact_mut(blocks))
+            .zip(x.chunks_exact(cols))
+            .for_each(|(((q, scales), sum8), values)| quantize_row(values, q, scales, sum8));
         rows
     }
 
-    pub fn row(&self, s: usize) -> ActivationRow<'_> {
-        let (values, blocks) = (self.groups * GROUP, self.groups * GROUP_BLOCKS);
-        ActivationRow {
-            q: &self.q[s * values..(s + 1) * values],
-            scales: &self.scales[s * blocks..(s + 1) * blocks],
-            sum8: &self.sum8[s * blocks..(s + 1) * blocks],
-        }
+    pub fn len(&self) -> usize {
+        self.scales.len() / self.blocks.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scales.is_empty()
+    }
+
+    pub fn blocks(&self) -> usize {
+        self.blocks
     }
 
     /// The values row `s` stands for (its first `cols`).
     pub fn dequantize_row(&self, s: usize, cols: usize) -> Vec<f32> {
-        let row = self.row(s);
-        let mut out = vec![0f32; self.groups * GROUP];
-        for (b, value) in out.iter_mut().enumerate() {
-            let (block, j) = (b / BLOCK, b % BLOCK);
-            let (group, slot) = (block / GROUP_BLOCKS, block % GROUP_BLOCKS);
-            let (half, k) = (j / (BLOCK / 2), j % (BLOCK / 2));
-            let q = row.q[group * GROUP + half * (GROUP / 2) + slot * (BLOCK / 2) + k];
-            *value = q as f32 * row.scales[block];
-        }
-        out.truncate(cols);
-        out
+        let q = &self.q[s * self.blocks * BLOCK..][..cols];
+        let scales = &self.scales[s * self.blocks..];
+        q.iter()
+            .enumerate()
+            .map(|(j, &q)| q as f32 * scales[j / BLOCK])
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::pseudo_random;
 
     #[test]
     fn quantization_follows_ggml_rounding() {
@@ -247,21 +248,47 @@ mod tests {
         let (scale, nibbles) = quantize_q4_0(&values);
         assert_eq!(scale, 0.625);
         assert_eq!(nibbles[0] & 0xF, 0);
-        let mut m = Q4_0Matrix::with_capacity(1, BLOCK);
+        let mut m = Q4_0Matrix::new(1, BLOCK);
         m.push_rows(&values);
         for (v, d) in values.iter().zip(m.dequantize()) {
             assert!((v - d).abs() <= 0.625 / 2.0 + 1e-6, "{v} -> {d}");
         }
     }
 
+    /// Rows land in their panel lanes: dequantizing gives back each row, in order, across
+    /// panel boundaries and with a ragged last panel and block.
+    #[test]
+    fn panels_interleave_rows_losslessly() {
+        let (rows, cols) = (37, 72);
+        let values = pseudo_random(rows * cols, 5);
+        let mut m = Q4_0Matrix::new(rows, cols);
+        // Pushed in uneven pieces, as the loader does.
+        m.push_rows(&values[..5 * cols]);
+        m.push_rows(&values[5 * cols..]);
+        assert_eq!((m.panels(), m.blocks()), (3, 3));
+        let back = m.dequantize();
+        assert_eq!(back.len(), rows * cols);
+        for (r, (row, back)) in values.chunks(cols).zip(back.chunks(cols)).enumerate() {
+            let mut alone = Q4_0Matrix::new(1, cols);
+            alone.push_rows(row);
+            assert_eq!(alone.dequantize(), back, "row {r}");
+        }
+        // The padding rows of the last panel are zero.
+        let last = m.panel(2);
+        for b in 0..m.blocks() {
+            assert!(
+                last.scales[b * PANEL + 5..(b + 1) * PANEL]
+                    .iter()
+                    .all(|&s| s == 0.0)
+            );
+        }
+    }
+
     #[test]
     fn ragged_rows_are_zero_padded() {
         let values: Vec<f32> = (0..2 * 40).map(|i| i as f32 - 40.0).collect();
-        let mut m = Q4_0Matrix::with_capacity(2, 40);
+        let mut m = Q4_0Matrix::new(2, 40);
         m.push_rows(&values);
-        assert_eq!(m.rows, 2);
-        assert_eq!(m.row(1).scales.len(), GROUP_BLOCKS);
-        assert!(m.row(1).scales[2..].iter().all(|&s| s == 0.0));
         let back = m.dequantize();
         assert_eq!(back.len(), 80);
         for (v, d) in values.iter().zip(&back) {
@@ -272,22 +299,20 @@ mod tests {
     #[test]
     fn activation_blocks_carry_their_sum() {
         let values: Vec<f32> = (0..2 * 40).map(|i| (i as f32 * 0.37).sin()).collect();
-        let rows = Q8Rows::quantize(&values, 2, 40, false);
+        let rows = Q8Rows::quantize(&values, 2, 40);
+        assert_eq!((rows.len(), rows.blocks()), (2, 2));
         for s in 0..2 {
             let back = rows.dequantize_row(s, 40);
-            let row = rows.row(s);
             for (b, chunk) in values[s * 40..(s + 1) * 40].chunks(BLOCK).enumerate() {
-                let scale = row.scales[b];
-                let sum: f32 = back[b * BLOCK..(b * BLOCK + chunk.len())]
-                    .iter()
-                    .map(|v| (v / scale).round())
-                    .sum();
-                assert!((row.sum8[b] - 8.0 * scale * sum).abs() < 1e-4);
+                let scale = rows.scales[s * 2 + b];
+                let q = &rows.q[(s * 2 + b) * BLOCK..][..BLOCK];
+                assert!(q[chunk.len()..].iter().all(|&q| q == 0), "padding is zero");
+                let sum: i32 = q.iter().map(|&q| q as i32).sum();
+                assert!((rows.sum8[s * 2 + b] - 8.0 * scale * sum as f32).abs() < 1e-4);
                 for (v, d) in chunk.iter().zip(&back[b * BLOCK..]) {
                     assert!((v - d).abs() <= scale / 2.0 + 1e-7, "{v} -> {d}");
                 }
             }
-            assert!(row.scales[2..].iter().all(|&s| s == 0.0));
         }
     }
 }
