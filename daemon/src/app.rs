@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::camera::{CameraShared, supervisor};
 use crate::config::{Broker, Config, DEFAULT_OUTBOX_MAX_BYTES};
 use crate::jobs::{JobQueue, JobResult};
+use crate::mqtt::Topics;
 use crate::mqtt::session::{Control, Session, SessionParts};
-use crate::mqtt::{Topics, connection};
 use crate::outbox::Outbox;
 use crate::service::{self, Health};
 
@@ -48,7 +48,7 @@ fn preflight(config: &Config) -> anyhow::Result<()> {
         );
     }
     // Reads the password file and TLS material: errors name their key.
-    crate::mqtt::options(config)?;
+    crate::mqtt::check(config)?;
     Ok(())
 }
 
@@ -212,15 +212,8 @@ fn start_generation(
     }
     let cameras = Arc::new(cameras);
 
-    let options = crate::mqtt::options(config)?;
-    let broker = format!(
-        "{}:{}",
-        options.broker_address().0,
-        options.broker_address().1
-    );
-    let (client, eventloop) = rumqttc::AsyncClient::new(options, 64);
     let (conn_tx, conn_rx) = mpsc::channel(256);
-    let connection = tokio::spawn(connection::run(eventloop, broker, conn_tx));
+    let (client, connection) = crate::mqtt::connect(config, conn_tx)?;
     let (control_tx, control_rx) = mpsc::channel(1);
     let session = Session::new(
         Topics::new(config),

@@ -80,6 +80,9 @@ pub struct MqttConfig {
     pub listen: String,
     /// Keep-alive in seconds.
     pub keep_alive: u64,
+    /// MQTT protocol spoken to an external broker: "5" (answers also go to an asker's response
+    /// topic, with its correlation data) or "3.1.1". The embedded broker speaks 3.1.1.
+    pub protocol: String,
 }
 
 impl Default for MqttConfig {
@@ -99,6 +102,7 @@ impl Default for MqttConfig {
             qos: 1,
             listen: DEFAULT_LISTEN.into(),
             keep_alive: 30,
+            protocol: "5".into(),
         }
     }
 }
@@ -339,6 +343,12 @@ impl Config {
         if m.qos > 2 {
             err("mqtt.qos", format!("must be 0, 1 or 2 (got {})", m.qos));
         }
+        if !matches!(m.protocol.as_str(), "5" | "3.1.1") {
+            err(
+                "mqtt.protocol",
+                format!("must be \"5\" or \"3.1.1\" (got {:?})", m.protocol),
+            );
+        }
         if m.keep_alive < 5 {
             err(
                 "mqtt.keep_alive",
@@ -515,6 +525,11 @@ impl Config {
                     .unwrap_or_else(|_| DEFAULT_LISTEN.parse().expect("constant")),
             ),
         }
+    }
+
+    /// Whether the client speaks MQTT 5 (an external broker and `mqtt.protocol = "5"`).
+    pub fn mqtt_v5(&self) -> bool {
+        matches!(self.broker(), Broker::External { .. }) && self.mqtt.protocol == "5"
     }
 
     pub fn client_id(&self) -> String {

@@ -41,8 +41,14 @@ impl Trigger {
 
 #[derive(Clone, Debug)]
 pub enum JobKind {
-    Describe { trigger: Trigger },
-    Ask { question: String },
+    Describe {
+        trigger: Trigger,
+    },
+    Ask {
+        question: String,
+        /// Where an MQTT 5 asker wants the answer as well.
+        reply: Option<crate::mqtt::Reply>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -122,10 +128,10 @@ impl JobQueue {
     }
 
     /// Queues an on-demand job; gives it back when the queue is full or closed.
-    pub fn submit_on_demand(&self, job: Job) -> Result<(), Job> {
+    pub fn submit_on_demand(&self, job: Job) -> Result<(), Box<Job>> {
         let mut s = self.lock();
         if s.closed || s.on_demand.len() >= self.capacity {
-            return Err(job);
+            return Err(Box::new(job));
         }
         s.on_demand.push_back(job);
         drop(s);
@@ -212,7 +218,7 @@ fn run_job(engine: &Engine, job: Job) -> JobResult {
     let started = Instant::now();
     let (prompt, trigger) = match &job.kind {
         JobKind::Describe { trigger } => (job.camera.prompt.clone(), Some(trigger.name())),
-        JobKind::Ask { question } => (question.clone(), None),
+        JobKind::Ask { question, .. } => (question.clone(), None),
     };
     let image = lookout_pipeline::image::RgbImage::from_raw_rgb(
         job.frame.width,
@@ -314,6 +320,7 @@ mod tests {
             "b",
             JobKind::Ask {
                 question: "?".into(),
+                reply: None,
             },
         ))
         .unwrap();
@@ -321,6 +328,7 @@ mod tests {
             "b",
             JobKind::Ask {
                 question: "?".into(),
+                reply: None,
             },
         ))
         .unwrap();
@@ -328,7 +336,8 @@ mod tests {
             q.submit_on_demand(job(
                 "b",
                 JobKind::Ask {
-                    question: "?".into()
+                    question: "?".into(),
+                    reply: None,
                 }
             ))
             .is_err()

@@ -27,6 +27,9 @@ pub struct Message {
     pub retain: bool,
     /// UTF-8 (descriptions and answers are JSON text).
     pub payload: String,
+    /// MQTT 5 correlation data of a reply to an asker's response topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_data: Option<Vec<u8>>,
 }
 
 pub struct Outbox {
@@ -97,13 +100,20 @@ impl Outbox {
     }
 
     /// Durably appends a message; returns its sequence number.
-    pub fn append(&mut self, topic: &str, payload: &str, retain: bool) -> anyhow::Result<u64> {
+    pub fn append(
+        &mut self,
+        topic: &str,
+        payload: &str,
+        retain: bool,
+        correlation_data: Option<&[u8]>,
+    ) -> anyhow::Result<u64> {
         let seq = self.next_seq;
         let message = Message {
             seq,
             topic: topic.to_string(),
             retain,
             payload: payload.to_string(),
+            correlation_data: correlation_data.map(<[u8]>::to_vec),
         };
         let bytes = serde_json::to_vec(&message)?;
         let tmp = self.dir.join(format!("{seq:020}.tmp"));
@@ -188,8 +198,8 @@ mod tests {
     fn persists_in_order_and_caps() {
         let dir = tempfile::tempdir().unwrap();
         let mut o = Outbox::open(dir.path(), 1 << 20).unwrap();
-        let a = o.append("t/a", "1", false).unwrap();
-        let b = o.append("t/b", "2", true).unwrap();
+        let a = o.append("t/a", "1", false, None).unwrap();
+        let b = o.append("t/b", "2", true, Some(b"req-7")).unwrap();
         assert!(b > a);
         drop(o);
         std::fs::write(dir.path().join("00000000000000000099.tmp"), b"partial").unwrap();
@@ -200,15 +210,18 @@ mod tests {
             (h.seq, h.topic.as_str(), h.payload.as_str()),
             (a, "t/a", "1")
         );
+        assert_eq!(h.correlation_data, None);
         o.remove(a);
-        assert_eq!(o.head().unwrap().seq, b);
+        let h = o.head().unwrap();
+        assert_eq!((h.seq, h.retain), (b, true));
+        assert_eq!(h.correlation_data.as_deref(), Some(&b"req-7"[..]));
         assert!(!dir.path().join("00000000000000000099.tmp").exists());
         // New sequence numbers continue after the highest stored one.
-        assert!(o.append("t/c", "3", false).unwrap() > b);
+        assert!(o.append("t/c", "3", false, None).unwrap() > b);
 
         let mut small = Outbox::open(&dir.path().join("small"), 200).unwrap();
         for i in 0..10 {
-            small.append("t", &format!("{i:040}"), false).unwrap();
+            small.append("t", &format!("{i:040}"), false, None).unwrap();
         }
         assert!(small.dropped > 0);
         assert!(small.len() < 10);
@@ -222,8 +235,8 @@ mod tests {
     fn skips_corrupt_files() {
         let dir = tempfile::tempdir().unwrap();
         let mut o = Outbox::open(dir.path(), 1 << 20).unwrap();
-        let a = o.append("t", "1", false).unwrap();
-        let b = o.append("t", "2", false).unwrap();
+        let a = o.append("t", "1", false, None).unwrap();
+        let b = o.append("t", "2", false, None).unwrap();
         std::fs::write(o.path(a), b"{not json").unwrap();
         assert_eq!(o.head().unwrap().seq, b);
         assert_eq!(o.dropped, 1);

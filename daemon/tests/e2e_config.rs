@@ -30,7 +30,7 @@ fn check_config_accepts_a_good_file_and_names_bad_keys() {
         &bad,
         &config(
             dir.path(),
-            "url = \"http://broker\"\nqos = 3",
+            "url = \"http://broker\"\nqos = 3\nprotocol = \"4\"",
             "[[camera]]\nname = \"Front Door\"\nsource = \"carrier-pigeon://x\"\nfps = 0\nsnapshot_quality = 101\n",
         ),
     );
@@ -39,6 +39,7 @@ fn check_config_accepts_a_good_file_and_names_bad_keys() {
     for key in [
         "mqtt.url",
         "mqtt.qos",
+        "mqtt.protocol",
         "camera[0].name",
         "camera[0].source",
         "camera[0].fps",
@@ -122,21 +123,24 @@ fn broker_refusing_credentials_is_a_clear_error() {
     );
     let secret = dir.path().join("secret");
     write(&secret, "wrong\n");
-    let cfg = config(
-        dir.path(),
-        &format!(
-            "url = \"mqtt://127.0.0.1:{port}\"\nusername = \"lookout\"\npassword_file = \"{}\"",
-            secret.display()
-        ),
-        &testsrc_camera("cam", "interval = 0\nscene_change = 0"),
-    );
-    let daemon = Daemon::start(dir.path(), &cfg);
-    daemon.wait_log("refused the credentials", T);
-    assert!(
-        daemon.log_text().contains("mqtt.password"),
-        "{}",
-        daemon.log_text()
-    );
+    // Each protocol version reports the refusal with its own return codes.
+    for protocol in ["5", "3.1.1"] {
+        let cfg = config(
+            dir.path(),
+            &format!(
+                "url = \"mqtt://127.0.0.1:{port}\"\nusername = \"lookout\"\npassword_file = \"{}\"\nprotocol = \"{protocol}\"",
+                secret.display()
+            ),
+            &testsrc_camera("cam", "interval = 0\nscene_change = 0"),
+        );
+        let daemon = Daemon::start(dir.path(), &cfg);
+        daemon.wait_log("refused the credentials", T);
+        assert!(
+            daemon.log_text().contains("mqtt.password"),
+            "MQTT {protocol}: {}",
+            daemon.log_text()
+        );
+    }
 }
 
 #[test]
@@ -155,22 +159,27 @@ fn tls_with_username_and_password() {
             passwords.display()
         ),
     );
-    let sub = Subscriber::connect(broker.port, Some(("lookout", "s3cret")));
-    let cfg = config(
-        dir.path(),
-        &format!(
-            "url = \"mqtts://localhost:{tls_port}\"\nusername = \"lookout\"\npassword = \"s3cret\"\nca = \"{d}/ca.pem\""
-        ),
-        &testsrc_camera("cam", "interval = 1\nscene_change = 0"),
-    );
-    let mut daemon = Daemon::start(dir.path(), &cfg);
-    sub.wait("available over TLS", T, |m| {
-        m.topic == "lookout/available" && m.text() == "online"
-    });
-    sub.wait("description over TLS", T, |m| {
-        m.topic == "lookout/cam/description"
-    });
-    assert!(daemon.term().success());
+    for protocol in ["5", "3.1.1"] {
+        let sub = Subscriber::connect(broker.port, Some(("lookout", "s3cret")));
+        let cfg = config(
+            dir.path(),
+            &format!(
+                "url = \"mqtts://localhost:{tls_port}\"\nusername = \"lookout\"\npassword = \"s3cret\"\nca = \"{d}/ca.pem\"\nprotocol = \"{protocol}\""
+            ),
+            &testsrc_camera("cam", "interval = 1\nscene_change = 0"),
+        );
+        let mut daemon = Daemon::start(dir.path(), &cfg);
+        sub.wait("available over TLS", T, |m| {
+            m.topic == "lookout/available" && m.text() == "online"
+        });
+        sub.wait("description over TLS", T, |m| {
+            m.topic == "lookout/cam/description"
+        });
+        assert!(daemon.term().success(), "MQTT {protocol}");
+        sub.wait("stopped over TLS", T, |m| {
+            m.topic == "lookout/available" && m.text() == "stopped"
+        });
+    }
 
     // The wrong CA: a TLS error naming the settings.
     let other = dir.path().join("other");

@@ -138,6 +138,24 @@ fn descriptions_discovery_commands_and_clean_stop() {
     assert!(plain["id"].as_str().is_some_and(|id| !id.is_empty()));
     sub.wait("last_answer", T, |m| m.topic == "lookout/yard/last_answer");
 
+    // MQTT 5 request/response: the answer also goes to the asker's response topic, carrying
+    // its correlation data back.
+    let (reply, correlation) = ask_v5(
+        broker.port,
+        "lookout/yard/ask",
+        r#"{"id":"q-v5","question":"What is in front of the camera?"}"#,
+        "robot/7/replies",
+        b"corr-123",
+        T,
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(reply["id"], "q-v5");
+    assert!(reply["text"].is_string(), "{reply}");
+    assert_eq!(correlation.as_deref(), Some(&b"corr-123"[..]));
+    sub.wait("answer q-v5 on the answer topic too", T, |m| {
+        m.topic == "lookout/yard/answer" && m.json()["id"] == "q-v5"
+    });
+
     // enabled/set: OFF stops the camera, ON brings it back.
     sub.wait("enabled ON", T, |m| {
         m.topic == "lookout/yard/enabled/state" && m.text() == "ON"

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::QoS;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::Topics;
 use super::connection::ConnEvent;
+use super::{Client, Reply, Topics};
 use crate::camera::CameraShared;
 use crate::camera::supervisor::CameraStatus;
 use crate::clock::{new_id, rfc3339};
@@ -53,7 +53,7 @@ pub struct Session {
     pub subscribe_qos: QoS,
     pub discovery: bool,
     pub node_id: String,
-    pub client: AsyncClient,
+    pub client: Client,
     pub cameras: Arc<BTreeMap<String, Arc<CameraShared>>>,
     pub removed_cameras: Vec<String>,
     pub queue: Arc<JobQueue>,
@@ -80,7 +80,7 @@ impl Session {
         subscribe_qos: QoS,
         discovery: bool,
         node_id: String,
-        client: AsyncClient,
+        client: Client,
         cameras: Arc<BTreeMap<String, Arc<CameraShared>>>,
         removed_cameras: Vec<String>,
         queue: Arc<JobQueue>,
@@ -160,9 +160,13 @@ impl Session {
             );
         }
         if stopped && self.connected {
-            let _ =
-                self.client
-                    .try_publish(self.topics.available(), QoS::AtMostOnce, true, "stopped");
+            let _ = self.client.try_publish(
+                &self.topics.available(),
+                QoS::AtMostOnce,
+                true,
+                b"stopped".to_vec(),
+                None,
+            );
         }
         let _ = self.client.try_disconnect();
         // Let the event loop write the last packets and the DISCONNECT.
@@ -222,7 +226,11 @@ impl Session {
                     self.pump_outbox();
                 }
             }
-            ConnEvent::Message { topic, payload } => self.on_message(&topic, &payload),
+            ConnEvent::Message {
+                topic,
+                payload,
+                reply,
+            } => self.on_message(&topic, &payload, reply),
         }
     }
 
@@ -241,9 +249,6 @@ impl Session {
         if self.discovery {
             filters.push((self.topics.ha_status(), self.subscribe_qos));
         }
-        let filters = filters
-            .into_iter()
-            .map(|(path, qos)| rumqttc::SubscribeFilter::new(path, qos));
         if let Err(e) = self.client.try_subscribe_many(filters) {
             log::warn!("MQTT: cannot queue the subscription: {e}");
         }
@@ -283,7 +288,7 @@ impl Session {
         }
         if let Err(e) = self
             .client
-            .try_publish(topic, QoS::AtMostOnce, retain, payload)
+            .try_publish(topic, QoS::AtMostOnce, retain, payload, None)
         {
             log::debug!("MQTT: publish to {topic} deferred: {e}");
         }
@@ -303,10 +308,11 @@ impl Session {
             return;
         };
         match self.client.try_publish(
-            message.topic,
+            &message.topic,
             QoS::AtLeastOnce,
             message.retain,
-            message.payload,
+            message.payload.into_bytes(),
+            message.correlation_data.as_deref(),
         ) {
             Ok(()) => {
                 self.inflight = Some(Inflight {
@@ -321,9 +327,28 @@ impl Session {
     }
 
     fn enqueue(&mut self, topic: String, payload: &Value) {
-        match self.outbox.append(&topic, &payload.to_string(), false) {
+        self.enqueue_with(topic, payload, None);
+    }
+
+    fn enqueue_with(&mut self, topic: String, payload: &Value, correlation_data: Option<&[u8]>) {
+        match self
+            .outbox
+            .append(&topic, &payload.to_string(), false, correlation_data)
+        {
             Ok(_) => self.pump_outbox(),
             Err(e) => log::error!("outbox: {e:#}; message to {topic} lost"),
+        }
+    }
+
+    /// An answer: to `<camera>/answer`, and to the asker's response topic when it gave one.
+    fn enqueue_answer(&mut self, camera: &str, payload: &Value, reply: Option<&Reply>) {
+        self.enqueue(self.topics.camera(camera, "answer"), payload);
+        if let Some(reply) = reply {
+            self.enqueue_with(
+                reply.topic.clone(),
+                payload,
+                reply.correlation_data.as_deref(),
+            );
         }
     }
 
@@ -347,7 +372,7 @@ impl Session {
         );
     }
 
-    fn on_message(&mut self, topic: &str, payload: &[u8]) {
+    fn on_message(&mut self, topic: &str, payload: &[u8], reply: Option<Reply>) {
         if topic == self.topics.ha_status() {
             if payload.eq_ignore_ascii_case(b"online") {
                 log::info!("Home Assistant is online: re-publishing discovery and states");
@@ -399,7 +424,7 @@ impl Session {
                 log::info!(camera = camera; "camera {}", if on { "enabled" } else { "disabled" });
                 self.publish_enabled(&shared);
             }
-            "ask" => self.on_ask(&shared, &text),
+            "ask" => self.on_ask(&shared, &text, reply),
             _ => {}
         }
     }
@@ -416,28 +441,33 @@ impl Session {
         }
     }
 
-    fn on_ask(&mut self, camera: &Arc<CameraShared>, text: &str) {
+    fn on_ask(&mut self, camera: &Arc<CameraShared>, text: &str, reply: Option<Reply>) {
         let (id, question) = parse_ask(text);
         let name = camera.name().to_string();
-        let fail = |s: &mut Session, error: String| {
+        let fail = |s: &mut Session, reply: Option<&Reply>, error: String| {
             log::warn!(camera = name.as_str(), event_id = id.as_str(); "question not answered: {error}");
             let payload = json!({
                 "id": id, "camera": name, "time": rfc3339(SystemTime::now()),
                 "question": question, "text": null, "summary": null, "error": error,
             });
-            s.enqueue(s.topics.camera(&name, "answer"), &payload);
+            s.enqueue_answer(&name, &payload, reply);
         };
         if question.is_empty() {
-            return fail(self, "empty question".into());
+            return fail(self, reply.as_ref(), "empty question".into());
         }
         let Some(frame) = camera.latest_frame() else {
-            return fail(self, "no frame: the camera is offline or disabled".into());
+            return fail(
+                self,
+                reply.as_ref(),
+                "no frame: the camera is offline or disabled".into(),
+            );
         };
         let job = Job {
             id: id.clone(),
             camera: camera.config.clone(),
             kind: JobKind::Ask {
                 question: question.clone(),
+                reply: reply.clone(),
             },
             frame,
             queued: SystemTime::now(),
@@ -445,6 +475,7 @@ impl Session {
         if self.queue.submit_on_demand(job).is_err() {
             fail(
                 self,
+                reply.as_ref(),
                 "busy: too many questions waiting (daemon.queue_capacity)".into(),
             );
         }
@@ -489,7 +520,7 @@ impl Session {
                 }
             }
             (JobKind::Describe { .. }, Err(_)) => {}
-            (JobKind::Ask { question }, outcome) => {
+            (JobKind::Ask { question, reply }, outcome) => {
                 let (text, error, timings) = match outcome {
                     Ok(d) => (
                         Some(d.text.clone()),
@@ -509,7 +540,7 @@ impl Session {
                     "frame": frame,
                     "timings": timings,
                 });
-                self.enqueue(self.topics.camera(&camera, "answer"), &payload);
+                self.enqueue_answer(&camera, &payload, reply.as_ref());
                 self.publish_state(
                     self.topics.camera(&camera, "last_answer"),
                     payload.to_string().into_bytes(),

@@ -257,6 +257,65 @@ impl Subscriber {
     }
 }
 
+/// What an MQTT 5 client receives on its response topic after publishing a request with
+/// that response topic and `correlation` as correlation data: (payload, correlation data).
+pub fn ask_v5(
+    port: u16,
+    topic: &str,
+    request: &str,
+    response_topic: &str,
+    correlation: &[u8],
+    timeout: Duration,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PublishProperties};
+    use rumqttc::v5::{Client as Client5, Event as Event5, MqttOptions as Options5};
+
+    let mut options = Options5::new(format!("e2e-asker-{}", free_port()), "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = Client5::new(options, 16);
+    let until = Instant::now() + timeout;
+    let mut asked = false;
+    for event in connection.iter() {
+        assert!(
+            Instant::now() < until,
+            "no reply on {response_topic} within {timeout:?}"
+        );
+        match event {
+            Ok(Event5::Incoming(Packet5::ConnAck(_))) => {
+                client.subscribe(response_topic, QoS5::AtLeastOnce).unwrap();
+            }
+            Ok(Event5::Incoming(Packet5::SubAck(_))) if !asked => {
+                let properties = PublishProperties {
+                    response_topic: Some(response_topic.into()),
+                    correlation_data: Some(correlation.to_vec().into()),
+                    ..Default::default()
+                };
+                client
+                    .publish_with_properties(
+                        topic,
+                        QoS5::AtLeastOnce,
+                        false,
+                        request.as_bytes().to_vec(),
+                        properties,
+                    )
+                    .unwrap();
+                asked = true;
+            }
+            Ok(Event5::Incoming(Packet5::Publish(p))) if p.topic == response_topic.as_bytes() => {
+                let correlation = p
+                    .properties
+                    .and_then(|props| props.correlation_data)
+                    .map(|d| d.to_vec());
+                return (p.payload.to_vec(), correlation);
+            }
+            Ok(_) => {}
+            Err(e) => panic!("MQTT 5 asker: {e}"),
+        }
+    }
+    panic!("MQTT 5 asker: connection closed")
+}
+
 /// The `lookout run` process with its stderr captured to a file.
 pub struct Daemon {
     pub child: Option<Child>,
