@@ -1,7 +1,7 @@
 //! One running GStreamer pipeline: start it, pull the newest RGB frame, watch the bus.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow};
 use gstreamer as gst;
@@ -69,12 +69,21 @@ impl Running {
         Ok(running)
     }
 
-    /// Waits up to `timeout` for an error or end of stream.
+    /// Waits up to `timeout` for an error or end of stream; other messages are dropped.
     pub fn poll_bus(&self, timeout: Duration) -> Option<BusEvent> {
-        let msg = self.bus.timed_pop_filtered(
-            gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
-            &[gst::MessageType::Error, gst::MessageType::Eos],
-        )?;
+        // Not `timed_pop_filtered`: gstreamer-rs 0.25 returns before popping anything when the
+        // timeout is zero, and the supervisor polls with a zero timeout whenever a sample is
+        // due, so a source that never delivers a frame would never have its error read.
+        let deadline = Instant::now() + timeout;
+        let msg = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let msg = self
+                .bus
+                .timed_pop(gst::ClockTime::from_nseconds(remaining.as_nanos() as u64))?;
+            if matches!(msg.type_(), gst::MessageType::Error | gst::MessageType::Eos) {
+                break msg;
+            }
+        };
         match msg.view() {
             gst::MessageView::Error(e) => {
                 let src = e.src().map(|s| s.name().to_string()).unwrap_or_default();

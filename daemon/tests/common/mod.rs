@@ -2,7 +2,7 @@
 //! MQTT subscriber, the real `lookout` binary, and the tiny fixture model.
 //!
 //! Needs (Debian): mosquitto mosquitto-clients gstreamer1.0-tools gstreamer1.0-plugins-base
-//! gstreamer1.0-plugins-good openssl.
+//! gstreamer1.0-plugins-good openssl, and libgstrtspserver-1.0-dev for the RTSP test server.
 
 #![allow(dead_code)]
 
