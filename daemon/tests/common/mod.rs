@@ -40,7 +40,7 @@ fn wait_for_port(port: u16, timeout: Duration) {
     panic!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
 }
 
-fn require(binary: &str, package: &str) {
+pub fn require(binary: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)
