@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::camera::{CameraShared, supervisor};
-use crate::config::{Broker, Config, DEFAULT_OUTBOX_MAX_BYTES};
+use crate::config::{Broker, Config, DEFAULT_OUTBOX_MAX_BYTES, ModelSource};
 use crate::jobs::{JobQueue, JobResult};
 use crate::mqtt::Topics;
 use crate::mqtt::session::{Control, Session, SessionParts};
@@ -40,10 +40,11 @@ pub fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// Everything checked before the model is loaded, so a bad setting fails in milliseconds.
 fn preflight(config: &Config) -> anyhow::Result<()> {
-    let dir = config.model_dir();
-    if !dir.join("config.json").is_file() {
+    if let ModelSource::Dir(dir) = config.model_source()?
+        && !dir.join("config.json").is_file()
+    {
         anyhow::bail!(
-            "model.path: no model at {} (set [model] path in the config file, LOOKOUT__MODEL__PATH or LOOKOUT_MODEL)",
+            "model.path: no model at {} (set [model] path in the config file, LOOKOUT__MODEL__PATH or LOOKOUT_MODEL, or leave them unset to download model.id)",
             dir.display()
         );
     }
@@ -90,7 +91,45 @@ async fn run_async(config_file: Option<PathBuf>, config: Config) -> anyhow::Resu
     let queue = JobQueue::new(config.daemon.queue_capacity);
     let (results_tx, results_rx) = mpsc::channel::<JobResult>(16);
     let (loaded_tx, loaded_rx) = oneshot::channel();
-    let model_dir = config.model_dir();
+    // Downloading and loading are progress: keep the watchdog fed, and tell systemd that
+    // start-up is still going (a first download can outlast TimeoutStartSec).
+    let load_pet = tokio::spawn(async {
+        let period = sd_notify::watchdog_enabled()
+            .map(|d| d / 2)
+            .unwrap_or(Duration::from_secs(30));
+        loop {
+            tokio::time::sleep(period).await;
+            let extend = format!("EXTEND_TIMEOUT_USEC={}", (period * 3).as_micros());
+            let _ = sd_notify::notify(&[
+                sd_notify::NotifyState::Watchdog,
+                sd_notify::NotifyState::Custom(&extend),
+            ]);
+        }
+    });
+    let model_dir = match config.model_source()? {
+        ModelSource::Dir(dir) => dir,
+        ModelSource::Hub { hub, repo, dir } => {
+            if !lookout_models::hub::is_complete(&dir) {
+                let what = format!("{hub}/{}@{}", repo.repo, repo.revision);
+                service::status(&format!("downloading model {what}"));
+                log::info!("downloading model {what} into {}", dir.display());
+                let target = dir.clone();
+                let download = tokio::task::spawn_blocking(move || {
+                    lookout_models::hub::fetch(&hub, &repo, &target, &mut |file| {
+                        log::info!("downloading {file}")
+                    })
+                });
+                tokio::select! {
+                    r = download => r.context("the download task failed")?
+                        .with_context(|| format!("model.id: cannot download {what}"))?,
+                    _ = sigterm.recv() => { log::info!("stopped while downloading the model"); return Ok(()) }
+                    _ = sigint.recv() => { log::info!("stopped while downloading the model"); return Ok(()) }
+                }
+                log::info!("model downloaded");
+            }
+            dir
+        }
+    };
     service::status(&format!("loading model from {}", model_dir.display()));
     log::info!(
         "loading model from {} ({})",
@@ -107,16 +146,6 @@ async fn run_async(config_file: Option<PathBuf>, config: Config) -> anyhow::Resu
         results_tx,
         loaded_tx,
     )?;
-    // Loading is progress: keep the watchdog fed while it runs.
-    let load_pet = tokio::spawn(async {
-        let period = sd_notify::watchdog_enabled()
-            .map(|d| d / 2)
-            .unwrap_or(Duration::from_secs(3600));
-        loop {
-            tokio::time::sleep(period).await;
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-        }
-    });
     let loaded = tokio::select! {
         r = loaded_rx => r.unwrap_or_else(|_| Err(anyhow::anyhow!("the inference thread died while loading the model"))),
         _ = sigterm.recv() => { log::info!("stopped while loading the model"); return Ok(()) }
@@ -298,7 +327,20 @@ pub fn check(file: &Path) -> anyhow::Result<String> {
     Ok(format!(
         "{}: ok\n  model: {} ({})\n  mqtt: {broker}, topics under {}/\n  cameras: {}\n  outbox: {}",
         file.display(),
-        config.model_dir().display(),
+        match config.model_source()? {
+            ModelSource::Dir(dir) => dir.display().to_string(),
+            ModelSource::Hub { hub, repo, dir } => format!(
+                "{} from {hub}/{}@{} ({})",
+                dir.display(),
+                repo.repo,
+                repo.revision,
+                if lookout_models::hub::is_complete(&dir) {
+                    "downloaded"
+                } else {
+                    "downloaded on first start"
+                }
+            ),
+        },
         config.model.weights,
         config.mqtt.topic_prefix,
         cameras.join(", "),

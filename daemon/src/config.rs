@@ -38,8 +38,17 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Model directory; `None` means `$LOOKOUT_MODEL`, else [`DEFAULT_MODEL_DIR`].
+    /// Model directory; `None` means `$LOOKOUT_MODEL`, else [`DEFAULT_MODEL_DIR`] when a model
+    /// is installed there, else `id` downloaded into the cache.
     pub path: Option<PathBuf>,
+    /// Registry id (`minicpm-v-4.6`, `minicpm-v-4.6-thinking`) or hub repository
+    /// (`owner/name[@revision]`), fetched from `hub_url` on first start.
+    pub id: String,
+    /// The Hugging Face hub (or a mirror) that `id` is fetched from.
+    pub hub_url: String,
+    /// Where downloaded models go; default `$CACHE_DIRECTORY` (systemd), else
+    /// `$XDG_CACHE_HOME/lookout`, else `~/.cache/lookout`.
+    pub cache_dir: Option<PathBuf>,
     /// Weight precision: `f32`, `f16` or `q4_0`.
     pub weights: String,
     /// Worker threads for inference; `None` uses every core.
@@ -50,6 +59,9 @@ impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             path: None,
+            id: "minicpm-v-4.6".into(),
+            hub_url: lookout_models::hub::DEFAULT_HUB.into(),
+            cache_dir: None,
             weights: "q4_0".into(),
             threads: None,
         }
@@ -206,6 +218,28 @@ impl Default for DaemonConfig {
     }
 }
 
+/// Where the model is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    /// A checkpoint directory, used as is.
+    Dir(PathBuf),
+    /// `repo` fetched from `hub` into `dir` (once; later starts use the copy).
+    Hub {
+        hub: String,
+        repo: lookout_models::hub::RepoRef,
+        dir: PathBuf,
+    },
+}
+
+impl ModelSource {
+    pub fn dir(&self) -> &Path {
+        match self {
+            ModelSource::Dir(d) => d,
+            ModelSource::Hub { dir, .. } => dir,
+        }
+    }
+}
+
 /// Where the broker is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Broker {
@@ -258,6 +292,17 @@ impl Config {
                     "unknown precision {:?}; use f32, f16 or q4_0",
                     self.model.weights
                 ),
+            );
+        }
+        if let Err(e) = lookout_models::hub::RepoRef::resolve(&self.model.id) {
+            err("model.id", e.to_string());
+        }
+        if !(self.model.hub_url.starts_with("https://")
+            || self.model.hub_url.starts_with("http://"))
+        {
+            err(
+                "model.hub_url",
+                format!("must be an http(s):// URL (got {:?})", self.model.hub_url),
             );
         }
         if self.model.threads == Some(0) {
@@ -500,12 +545,49 @@ impl Config {
         Ok(config)
     }
 
-    pub fn model_dir(&self) -> PathBuf {
-        match &self.model.path {
-            Some(p) => p.clone(),
-            None => std::env::var_os("LOOKOUT_MODEL")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_DIR)),
+    /// Where the model comes from: a directory given (or installed at [`DEFAULT_MODEL_DIR`]),
+    /// or `model.id` from the hub into the cache.
+    pub fn model_source(&self) -> anyhow::Result<ModelSource> {
+        if let Some(p) = &self.model.path {
+            return Ok(ModelSource::Dir(p.clone()));
+        }
+        if let Some(p) = std::env::var_os("LOOKOUT_MODEL") {
+            return Ok(ModelSource::Dir(PathBuf::from(p)));
+        }
+        if Path::new(DEFAULT_MODEL_DIR).join("config.json").is_file() {
+            return Ok(ModelSource::Dir(PathBuf::from(DEFAULT_MODEL_DIR)));
+        }
+        let repo = lookout_models::hub::RepoRef::resolve(&self.model.id).context("model.id")?;
+        let dir = self.cache_dir()?.join("models").join(repo.dir_name());
+        Ok(ModelSource::Hub {
+            hub: self.model.hub_url.clone(),
+            repo,
+            dir,
+        })
+    }
+
+    fn cache_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.model.cache_dir {
+            return Ok(p.clone());
+        }
+        if let Some(cache) = std::env::var_os("CACHE_DIRECTORY") {
+            // systemd may pass several, colon-separated: the first is ours.
+            let first = cache
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            return Ok(PathBuf::from(first));
+        }
+        if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME") {
+            return Ok(PathBuf::from(xdg).join("lookout"));
+        }
+        match std::env::var_os("HOME") {
+            Some(home) => Ok(PathBuf::from(home).join(".cache/lookout")),
+            None => anyhow::bail!(
+                "model.cache_dir: not set, and neither CACHE_DIRECTORY, XDG_CACHE_HOME nor HOME is"
+            ),
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod hub;
 pub mod text_config;
 pub mod weights;
 
