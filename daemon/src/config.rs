@@ -686,6 +686,9 @@ pub fn default_camera() -> CameraConfig {
     }
 }
 
+/// The lowest-numbered `/dev/videoN` that captures video. Not simply `/dev/video0`: a UVC camera
+/// also creates a metadata node, and a Raspberry Pi has codec and ISP nodes (`/dev/video10` and
+/// up) that are not cameras at all.
 fn first_v4l2_device() -> Option<PathBuf> {
     let mut devices: Vec<(u32, PathBuf)> = std::fs::read_dir("/dev")
         .ok()?
@@ -697,7 +700,58 @@ fn first_v4l2_device() -> Option<PathBuf> {
         })
         .collect();
     devices.sort();
-    devices.into_iter().next().map(|(_, p)| p)
+    devices
+        .into_iter()
+        .map(|(_, p)| p)
+        .find(|p| v4l2_device_caps(p).is_some_and(is_camera))
+}
+
+/// `VIDIOC_QUERYCAP`: the capabilities of the opened node (`device_caps` when the driver
+/// reports them, else the device's).
+fn v4l2_device_caps(path: &Path) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    /// `struct v4l2_capability` from linux/videodev2.h.
+    #[repr(C)]
+    struct Capability {
+        driver: [u8; 16],
+        card: [u8; 32],
+        bus_info: [u8; 32],
+        version: u32,
+        capabilities: u32,
+        device_caps: u32,
+        reserved: [u32; 3],
+    }
+    const V4L2_CAP_DEVICE_CAPS: u32 = 0x8000_0000;
+    // _IOR('V', 0, struct v4l2_capability)
+    const VIDIOC_QUERYCAP: libc::c_ulong = 0x8068_5600;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    // SAFETY: an all-zero `Capability` is valid; the ioctl fills at most its 104 bytes.
+    let mut cap: Capability = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a pointer to a struct of the size the request encodes.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), VIDIOC_QUERYCAP, &mut cap) };
+    if rc != 0 {
+        return None;
+    }
+    Some(if cap.capabilities & V4L2_CAP_DEVICE_CAPS != 0 {
+        cap.device_caps
+    } else {
+        cap.capabilities
+    })
+}
+
+/// A camera captures video (single- or multi-planar) and is not a memory-to-memory codec.
+fn is_camera(caps: u32) -> bool {
+    const CAPTURE: u32 = 0x1;
+    const CAPTURE_MPLANE: u32 = 0x1000;
+    const M2M_MPLANE: u32 = 0x4000;
+    const M2M: u32 = 0x8000;
+    caps & (CAPTURE | CAPTURE_MPLANE) != 0 && caps & (M2M | M2M_MPLANE) == 0
 }
 
 /// `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883).
@@ -795,6 +849,19 @@ pub fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v4l2_cameras_are_capture_nodes_only() {
+        // A UVC webcam's capture node: video capture, streaming, extended pix format.
+        assert!(is_camera(0x0420_0001));
+        // Its metadata node, and a Raspberry Pi codec (M2M multi-planar).
+        assert!(!is_camera(0x0480_0000));
+        assert!(!is_camera(0x0420_4000));
+        // A multi-planar capture node (Pi unicam/CSI-2 receivers).
+        assert!(is_camera(0x0420_1000));
+        // No device here, or not a V4L2 device: not a camera.
+        assert_eq!(v4l2_device_caps(Path::new("/dev/null")), None);
+    }
 
     #[test]
     fn env_paths() {
