@@ -567,26 +567,13 @@ impl Config {
     }
 
     fn cache_dir(&self) -> anyhow::Result<PathBuf> {
-        if let Some(p) = &self.model.cache_dir {
-            return Ok(p.clone());
-        }
-        if let Some(cache) = std::env::var_os("CACHE_DIRECTORY") {
-            // systemd may pass several, colon-separated: the first is ours.
-            let first = cache
-                .to_string_lossy()
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            return Ok(PathBuf::from(first));
-        }
-        if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME") {
-            return Ok(PathBuf::from(xdg).join("lookout"));
-        }
-        match std::env::var_os("HOME") {
-            Some(home) => Ok(PathBuf::from(home).join(".cache/lookout")),
-            None => anyhow::bail!(
-                "model.cache_dir: not set, and neither CACHE_DIRECTORY, XDG_CACHE_HOME nor HOME is"
+        match &self.model.cache_dir {
+            Some(p) => Ok(p.clone()),
+            None => service_dir(
+                "CACHE_DIRECTORY",
+                "XDG_CACHE_HOME",
+                ".cache",
+                "model.cache_dir",
             ),
         }
     }
@@ -622,27 +609,15 @@ impl Config {
     }
 
     pub fn outbox_dir(&self) -> anyhow::Result<PathBuf> {
-        if let Some(p) = &self.outbox.path {
-            return Ok(p.clone());
-        }
-        if let Some(state) = std::env::var_os("STATE_DIRECTORY") {
-            // systemd may pass several, colon-separated: the first is ours.
-            let first = state
-                .to_string_lossy()
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            return Ok(PathBuf::from(first).join("outbox"));
-        }
-        if let Some(xdg) = std::env::var_os("XDG_STATE_HOME") {
-            return Ok(PathBuf::from(xdg).join("lookout/outbox"));
-        }
-        match std::env::var_os("HOME") {
-            Some(home) => Ok(PathBuf::from(home).join(".local/state/lookout/outbox")),
-            None => anyhow::bail!(
-                "outbox.path: not set, and neither STATE_DIRECTORY, XDG_STATE_HOME nor HOME is"
-            ),
+        match &self.outbox.path {
+            Some(p) => Ok(p.clone()),
+            None => Ok(service_dir(
+                "STATE_DIRECTORY",
+                "XDG_STATE_HOME",
+                ".local/state",
+                "outbox.path",
+            )?
+            .join("outbox")),
         }
     }
 
@@ -671,6 +646,27 @@ impl CameraConfig {
     }
     pub fn no_frame_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.no_frame_timeout)
+    }
+}
+
+/// lookout's directory of one kind: systemd's (`STATE_DIRECTORY=`, `CACHE_DIRECTORY=`; the first
+/// of a colon-separated list), else `$<xdg>/lookout`, else `~/<home_default>/lookout`.
+fn service_dir(systemd: &str, xdg: &str, home_default: &str, key: &str) -> anyhow::Result<PathBuf> {
+    if let Some(dirs) = std::env::var_os(systemd) {
+        let first = dirs
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        return Ok(PathBuf::from(first));
+    }
+    if let Some(dir) = std::env::var_os(xdg) {
+        return Ok(PathBuf::from(dir).join("lookout"));
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => Ok(PathBuf::from(home).join(home_default).join("lookout")),
+        None => anyhow::bail!("{key}: not set, and neither {systemd}, {xdg} nor HOME is"),
     }
 }
 
