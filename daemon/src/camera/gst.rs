@@ -87,10 +87,8 @@ impl Running {
         match msg.view() {
             gst::MessageView::Error(e) => {
                 let src = e.src().map(|s| s.name().to_string()).unwrap_or_default();
-                let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
-                // Debug strings can be long; the first line is what a person needs.
-                let debug = debug.lines().next().unwrap_or_default().to_string();
-                Some(BusEvent::Error(format!("{src}: {}{debug}", e.error())))
+                let reason = error_reason(&e.error().to_string(), e.debug().as_deref());
+                Some(BusEvent::Error(format!("{src}: {reason}")))
             }
             gst::MessageView::Eos(_) => Some(BusEvent::Eos),
             _ => None,
@@ -181,4 +179,50 @@ fn to_frame(sample: &gst::Sample) -> anyhow::Result<Frame> {
         rgb: Arc::new(rgb),
         captured: SystemTime::now(),
     })
+}
+
+/// An error message for people: GStreamer's message plus the detail of its debug text, which is
+/// `file.c(line): function (): /pipeline/element:` then the detail (`system error: No such
+/// file or directory`, the server's reply, …). The source location is dropped.
+fn error_reason(message: &str, debug: Option<&str>) -> String {
+    let mut lines = debug.unwrap_or_default().lines().map(str::trim).peekable();
+    if lines
+        .peek()
+        .is_some_and(|first| first.ends_with(':') && first.contains("): "))
+    {
+        lines.next();
+    }
+    let detail: Vec<&str> = lines.filter(|l| !l.is_empty()).collect();
+    if detail.is_empty() {
+        message.to_string()
+    } else {
+        format!("{message} ({})", detail.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_reason;
+
+    #[test]
+    fn error_reasons_keep_the_detail_not_the_source_location() {
+        let open = "../sys/v4l2/v4l2_calls.c(622): gst_v4l2_open (): /GstPipeline:pipeline1/GstV4l2Src:v4l2src1:\nsystem error: No such file or directory";
+        assert_eq!(
+            error_reason(
+                "Could not open device '/dev/video0' for reading and writing.",
+                Some(open)
+            ),
+            "Could not open device '/dev/video0' for reading and writing. (system error: No such file or directory)"
+        );
+        let location_only = "../sys/v4l2/gstv4l2src.c(1374): gst_v4l2src_create (): /GstPipeline:pipeline0/GstV4l2Src:v4l2src0:";
+        assert_eq!(
+            error_reason("Failed to allocate a buffer", Some(location_only)),
+            "Failed to allocate a buffer"
+        );
+        assert_eq!(error_reason("Internal error", None), "Internal error");
+        assert_eq!(
+            error_reason("Not found", Some("plain detail")),
+            "Not found (plain detail)"
+        );
+    }
 }

@@ -47,8 +47,11 @@ impl Source {
         let s = s.trim();
         let bad = |m: String| Err(SourceError(m));
         if let Some(dev) = s.strip_prefix("v4l2://") {
-            if !dev.starts_with("/dev/") {
-                return bad(format!("{s:?}: expected v4l2:///dev/videoN"));
+            // Any absolute path: udev's stable names (/dev/v4l/by-id/…) are links to the node.
+            if !dev.starts_with('/') {
+                return bad(format!(
+                    "{s:?}: expected an absolute device path, like v4l2:///dev/video0"
+                ));
             }
             Ok(Source::V4l2 {
                 device: dev.to_string(),
@@ -202,6 +205,12 @@ mod tests {
             }
         );
         assert!(Source::parse("v4l2://video0").is_err());
+        assert_eq!(
+            Source::parse("v4l2:///dev/v4l/by-id/usb-cam-video-index0").unwrap(),
+            Source::V4l2 {
+                device: "/dev/v4l/by-id/usb-cam-video-index0".into()
+            }
+        );
         assert_eq!(
             Source::parse("testsrc").unwrap(),
             Source::TestSrc { pattern: None }

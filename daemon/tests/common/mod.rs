@@ -2,7 +2,8 @@
 //! MQTT subscriber, the real `lookout` binary, and the tiny fixture model.
 //!
 //! Needs (Debian): mosquitto mosquitto-clients gstreamer1.0-tools gstreamer1.0-plugins-base
-//! gstreamer1.0-plugins-good openssl, and libgstrtspserver-1.0-dev for the RTSP test server.
+//! gstreamer1.0-plugins-good openssl, libgstrtspserver-1.0-dev for the RTSP test server, and a C
+//! compiler (build-essential) for the emulated V4L2 webcam.
 
 #![allow(dead_code)]
 
@@ -557,4 +558,64 @@ pub fn make_certs(dir: &Path) {
         "-extfile",
         "san.ext",
     ]);
+}
+
+/// A V4L2 camera without a kernel driver: `fake_v4l2.c` built as a preload library. Returns the
+/// environment that makes `camera` (a new link to /dev/null in `dir`) a 320x240 YUYV webcam
+/// sending frames of colour `rgb`, unplugged while the file `unplugged` exists.
+pub fn fake_v4l2_camera(dir: &Path, rgb: [u8; 3]) -> FakeV4l2 {
+    require("cc", "build-essential");
+    let library = dir.join("libfake_v4l2.so");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/fake_v4l2.c");
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "building {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let device = dir.join("video0");
+    std::os::unix::fs::symlink("/dev/null", &device).unwrap();
+    FakeV4l2 {
+        library,
+        device,
+        unplugged: dir.join("camera-unplugged"),
+        rgb: format!("{},{},{}", rgb[0], rgb[1], rgb[2]),
+    }
+}
+
+pub struct FakeV4l2 {
+    pub library: PathBuf,
+    pub device: PathBuf,
+    pub unplugged: PathBuf,
+    pub rgb: String,
+}
+
+impl FakeV4l2 {
+    /// The variables to start `lookout` with.
+    pub fn env(&self) -> Vec<(&str, String)> {
+        vec![
+            ("LD_PRELOAD", self.library.display().to_string()),
+            ("LOOKOUT_FAKE_V4L2_PATH", self.device.display().to_string()),
+            ("LOOKOUT_FAKE_V4L2_RGB", self.rgb.clone()),
+            (
+                "LOOKOUT_FAKE_V4L2_UNPLUGGED",
+                self.unplugged.display().to_string(),
+            ),
+        ]
+    }
+
+    pub fn unplug(&self) {
+        std::fs::write(&self.unplugged, b"").unwrap();
+    }
+
+    pub fn plug_in(&self) {
+        std::fs::remove_file(&self.unplugged).unwrap();
+    }
 }
