@@ -305,6 +305,15 @@ async fn stop_generation(
 pub fn check(file: &Path) -> anyhow::Result<String> {
     let config = Config::load_valid(Some(file))?;
     preflight(&config)?;
+    // `run` reports a missing plugin as that camera's status and keeps the others going; here
+    // it is an error, since the camera could never start.
+    crate::camera::gst::init()?;
+    for (i, camera) in config.cameras.iter().enumerate() {
+        if let Ok(source) = crate::camera::source::Source::parse(&camera.source) {
+            crate::camera::gst::check_elements(&source)
+                .map_err(|e| anyhow::anyhow!("camera[{i}].source: {e}"))?;
+        }
+    }
     let broker = match config.broker() {
         Broker::Embedded(addr) => format!("embedded broker on {addr}"),
         Broker::External { host, port, tls } => {

@@ -76,6 +76,39 @@ fn check_config_accepts_a_good_file_and_names_bad_keys() {
     );
     assert!(ok && out.contains("mqtts://secure:8883"), "{out}");
 
+    // A camera whose GStreamer plugin is not installed: the element and the package are named.
+    let plugins = dir.path().join("no-plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let testsrc = dir.path().join("testsrc.toml");
+    write(
+        &testsrc,
+        &config(
+            dir.path(),
+            "",
+            "[[camera]]\nname = \"pattern\"\nsource = \"testsrc\"\n",
+        ),
+    );
+    let (ok, out) = lookout(&["check-config", testsrc.to_str().unwrap()], &[]);
+    assert!(ok, "{out}");
+    let (ok, out) = lookout(
+        &["check-config", testsrc.to_str().unwrap()],
+        &[
+            ("GST_PLUGIN_SYSTEM_PATH_1_0", plugins.to_str().unwrap()),
+            ("GST_PLUGIN_PATH_1_0", plugins.to_str().unwrap()),
+            (
+                "GST_REGISTRY_1_0",
+                dir.path().join("registry.bin").to_str().unwrap(),
+            ),
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("camera[0].source")
+            && out.contains("videotestsrc")
+            && out.contains("gstreamer1.0-plugins-base"),
+        "{out}"
+    );
+
     // Missing model, unreadable password file, missing file.
     let no_model = dir.path().join("nomodel.toml");
     write(

@@ -28,8 +28,25 @@ pub fn init() -> anyhow::Result<()> {
     gst::init().context("initialising GStreamer")
 }
 
+/// The first element `source` needs that GStreamer does not have, as an error that says which
+/// package to install.
+pub fn check_elements(source: &Source) -> anyhow::Result<()> {
+    match source
+        .elements()
+        .into_iter()
+        .find(|(element, _)| gst::ElementFactory::find(element).is_none())
+    {
+        Some((element, package)) => Err(anyhow!(
+            "{} needs the GStreamer element {element}, which is not installed (Debian package {package})",
+            source.redacted()
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Running {
     pub fn start(source: &Source, max_rate: u32) -> anyhow::Result<Running> {
+        check_elements(source)?;
         let description = source.pipeline(max_rate);
         let element = gst::parse::launch(&description)
             .map_err(|e| anyhow!("building the GStreamer pipeline: {e}"))?;

@@ -119,6 +119,28 @@ impl Source {
         matches!(self, Source::File { .. })
     }
 
+    /// The GStreamer elements this source's pipeline uses, each with the Debian package that
+    /// ships it, so that a missing plugin is named instead of failing as a parse error. A raw
+    /// description is the user's own: GStreamer names what it lacks.
+    pub fn elements(&self) -> Vec<(&'static str, &'static str)> {
+        const BASE: &str = "gstreamer1.0-plugins-base";
+        const GOOD: &str = "gstreamer1.0-plugins-good";
+        let source: &[(&str, &str)] = match self {
+            Source::V4l2 { .. } => &[("v4l2src", GOOD), ("decodebin", BASE)],
+            Source::Rtsp { .. } => &[("rtspsrc", GOOD), ("decodebin", BASE)],
+            Source::Libcamera { .. } => &[("libcamerasrc", "gstreamer1.0-libcamera")],
+            Source::File { .. } => &[("filesrc", "libgstreamer1.0-0"), ("decodebin", BASE)],
+            Source::TestSrc { .. } => &[("videotestsrc", BASE)],
+            Source::Gst { .. } => return Vec::new(),
+        };
+        let tail = [
+            ("videorate", BASE),
+            ("videoconvert", BASE),
+            ("appsink", BASE),
+        ];
+        source.iter().copied().chain(tail).collect()
+    }
+
     /// The pipeline description; `max_rate` drops frames early so we convert only what we sample.
     pub fn pipeline(&self, max_rate: u32) -> String {
         let max_rate = max_rate.max(1);
