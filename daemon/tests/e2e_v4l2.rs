@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -24,21 +25,25 @@ fn mean_rgb(jpeg: &[u8]) -> [f64; 3] {
     sum.map(|s| s / (image.width() * image.height()) as f64)
 }
 
+fn start_with(dir: &Path, config: &str, webcam: &FakeV4l2) -> Daemon {
+    let env = webcam.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Daemon::start_with_env(dir, config, &env)
+}
+
 #[test]
 fn webcam_is_described_and_survives_being_unplugged() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
     let sub = Subscriber::connect(broker.port, None);
-    let webcam = fake_v4l2_camera(dir.path(), [200, 30, 30]);
+    let webcam = fake_v4l2_camera(dir.path(), &dir.path().join("video0"), [200, 30, 30]);
 
     let cameras = format!(
         "[[camera]]\nname = \"desk\"\nsource = \"v4l2://{}\"\nfps = 2\nmax_tokens = 4\ninterval = 1\nscene_change = 0\nno_frame_timeout = 5\n",
         webcam.device.display()
     );
     let cfg = config(dir.path(), &format!("url = \"{}\"", broker.url()), &cameras);
-    let env = webcam.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut daemon = Daemon::start_with_env(dir.path(), &cfg, &env);
+    let mut daemon = start_with(dir.path(), &cfg, &webcam);
 
     // The webcam's frames reach the model: its size, and its colour in the described snapshot.
     sub.wait("desk online", T, |m| {
@@ -96,4 +101,69 @@ fn webcam_is_described_and_survives_being_unplugged() {
     sub.wait_count("lookout/desk/description", before + 1, T);
 
     assert!(daemon.term().success());
+}
+
+/// Device nodes this test made in /dev, removed when it ends however it ends.
+struct DevNodes(Vec<PathBuf>);
+
+impl Drop for DevNodes {
+    fn drop(&mut self) {
+        for node in &self.0 {
+            let _ = std::fs::remove_file(node);
+        }
+    }
+}
+
+/// With no `[[camera]]`, `lookout run` uses the first V4L2 node that captures video: here
+/// /dev/video1, since /dev/video0 answers no V4L2 query (as a UVC camera's metadata node or a
+/// codec would not claim capture). Needs root and a host without /dev/video* (as in CI);
+/// elsewhere it says so and skips.
+#[test]
+fn default_camera_is_the_first_capture_node() {
+    let existing: Vec<_> = std::fs::read_dir("/dev")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("video"))
+        .collect();
+    if !existing.is_empty() {
+        eprintln!("this host has /dev/video*: skipping (the test makes its own)");
+        return;
+    }
+    let (video0, video1) = (Path::new("/dev/video0"), Path::new("/dev/video1"));
+    if let Err(e) = std::os::unix::fs::symlink("/dev/null", video0) {
+        eprintln!(
+            "cannot create {} ({e}): skipping (needs root)",
+            video0.display()
+        );
+        return;
+    }
+    let mut nodes = DevNodes(vec![video0.to_path_buf()]);
+    let dir = tempfile::tempdir().unwrap();
+    let webcam = fake_v4l2_camera(dir.path(), video1, [30, 30, 200]);
+    nodes.0.push(video1.to_path_buf());
+
+    let port = free_port();
+    let cfg = config(dir.path(), &format!("listen = \"127.0.0.1:{port}\""), "");
+    let mut daemon = start_with(dir.path(), &cfg, &webcam);
+    let sub = Subscriber::connect(port, None);
+    sub.wait("default camera online", T, |m| {
+        m.topic == "lookout/default/status" && m.json()["state"] == "online"
+    });
+    sub.publish("lookout/default/describe/set", "PRESS");
+    let description = sub
+        .wait("default description", T, |m| {
+            m.topic == "lookout/default/description"
+        })
+        .json();
+    assert_eq!(description["frame"]["width"], 320, "{description}");
+    let snapshot = sub.wait("default snapshot", T, |m| {
+        m.topic == "lookout/default/snapshot"
+    });
+    let [r, g, b] = mean_rgb(&snapshot.payload);
+    assert!(
+        b > 150.0 && r < 80.0 && g < 80.0,
+        "snapshot colour {r:.0},{g:.0},{b:.0}, /dev/video1 sends 30,30,200"
+    );
+    assert!(daemon.term().success());
+    drop(nodes);
 }

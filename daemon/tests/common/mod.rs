@@ -560,10 +560,10 @@ pub fn make_certs(dir: &Path) {
     ]);
 }
 
-/// A V4L2 camera without a kernel driver: `fake_v4l2.c` built as a preload library. Returns the
-/// environment that makes `camera` (a new link to /dev/null in `dir`) a 320x240 YUYV webcam
+/// A V4L2 camera without a kernel driver: `fake_v4l2.c` built as a preload library into `dir`.
+/// Returns the environment that makes `device` (a new link to /dev/null) a 320x240 YUYV webcam
 /// sending frames of colour `rgb`, unplugged while the file `unplugged` exists.
-pub fn fake_v4l2_camera(dir: &Path, rgb: [u8; 3]) -> FakeV4l2 {
+pub fn fake_v4l2_camera(dir: &Path, device: &Path, rgb: [u8; 3]) -> FakeV4l2 {
     require("cc", "build-essential");
     let library = dir.join("libfake_v4l2.so");
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/fake_v4l2.c");
@@ -580,11 +580,10 @@ pub fn fake_v4l2_camera(dir: &Path, rgb: [u8; 3]) -> FakeV4l2 {
         source.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let device = dir.join("video0");
-    std::os::unix::fs::symlink("/dev/null", &device).unwrap();
+    std::os::unix::fs::symlink("/dev/null", device).unwrap();
     FakeV4l2 {
         library,
-        device,
+        device: device.to_path_buf(),
         unplugged: dir.join("camera-unplugged"),
         rgb: format!("{},{},{}", rgb[0], rgb[1], rgb[2]),
     }
