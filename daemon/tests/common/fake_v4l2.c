@@ -96,67 +96,55 @@ static int opened(int fd)
 
 #define REAL(name, type) ((type)dlsym(RTLD_NEXT, name))
 
-static int open_camera(const char *path, int flags, mode_t mode, const char *real_name)
+/* Every open entry point: the camera's path opens (as the /dev/null it links to) as a camera. */
+static int open_any(const char *real_name, int at, int dirfd, const char *path, int flags,
+                    mode_t mode)
 {
-    if (unplugged()) {
+    if (is_camera_path(path) && unplugged()) {
         errno = ENOENT;
         return -1;
     }
-    int (*real)(const char *, int, ...) = REAL(real_name, int (*)(const char *, int, ...));
-    return opened(real(path, flags, mode));
+    int fd = at ? REAL(real_name, int (*)(int, const char *, int, ...))(dirfd, path, flags, mode)
+                : REAL(real_name, int (*)(const char *, int, ...))(path, flags, mode);
+    return is_camera_path(path) ? opened(fd) : fd;
 }
 
-static mode_t mode_arg(int flags, va_list ap)
-{
-    return (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
-}
+/* The optional third argument of open(2). */
+#define MODE_ARG(flags)                                                                            \
+    mode_t mode = 0;                                                                               \
+    if ((flags) & (O_CREAT | O_TMPFILE)) {                                                         \
+        va_list ap;                                                                                \
+        va_start(ap, flags);                                                                       \
+        mode = va_arg(ap, mode_t);                                                                 \
+        va_end(ap);                                                                                \
+    }
 
 int open(const char *path, int flags, ...)
 {
-    va_list ap;
-    va_start(ap, flags);
-    mode_t mode = mode_arg(flags, ap);
-    va_end(ap);
-    if (is_camera_path(path))
-        return open_camera(path, flags, mode, "open");
-    return REAL("open", int (*)(const char *, int, ...))(path, flags, mode);
+    MODE_ARG(flags);
+    return open_any("open", 0, AT_FDCWD, path, flags, mode);
 }
 
 int open64(const char *path, int flags, ...)
 {
-    va_list ap;
-    va_start(ap, flags);
-    mode_t mode = mode_arg(flags, ap);
-    va_end(ap);
-    if (is_camera_path(path))
-        return open_camera(path, flags, mode, "open64");
-    return REAL("open64", int (*)(const char *, int, ...))(path, flags, mode);
+    MODE_ARG(flags);
+    return open_any("open64", 0, AT_FDCWD, path, flags, mode);
 }
-
-int __open_2(const char *path, int flags) { return open(path, flags); }
-int __open64_2(const char *path, int flags) { return open64(path, flags); }
 
 int openat(int dirfd, const char *path, int flags, ...)
 {
-    va_list ap;
-    va_start(ap, flags);
-    mode_t mode = mode_arg(flags, ap);
-    va_end(ap);
-    if (is_camera_path(path))
-        return open(path, flags, mode);
-    return REAL("openat", int (*)(int, const char *, int, ...))(dirfd, path, flags, mode);
+    MODE_ARG(flags);
+    return open_any("openat", 1, dirfd, path, flags, mode);
 }
 
 int openat64(int dirfd, const char *path, int flags, ...)
 {
-    va_list ap;
-    va_start(ap, flags);
-    mode_t mode = mode_arg(flags, ap);
-    va_end(ap);
-    if (is_camera_path(path))
-        return open64(path, flags, mode);
-    return REAL("openat64", int (*)(int, const char *, int, ...))(dirfd, path, flags, mode);
+    MODE_ARG(flags);
+    return open_any("openat64", 1, dirfd, path, flags, mode);
 }
+
+int __open_2(const char *path, int flags) { return open(path, flags); }
+int __open64_2(const char *path, int flags) { return open64(path, flags); }
 
 /* Drops descriptor `fd`'s share of its camera; called with the lock held. */
 static void forget(int fd)
