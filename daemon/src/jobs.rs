@@ -199,19 +199,44 @@ pub fn spawn_worker(
                     return;
                 }
             };
-            while let Some(job) = queue.pop() {
-                queue
-                    .busy_since
-                    .store(crate::clock::now_ms() + 1, Ordering::Relaxed);
-                let result = run_job(&engine, job);
-                queue.busy_since.store(0, Ordering::Relaxed);
-                queue.completed.fetch_add(1, Ordering::Relaxed);
-                // blocking_send: the session drains quickly; a closed channel means shutdown.
-                if results.blocking_send(result).is_err() {
-                    break;
-                }
-            }
+            serve(&queue, &results, |job| run_job(&engine, job));
         })
+}
+
+/// Runs the queue's jobs until it closes (or the session is gone). A job that panics becomes
+/// that job's error: the panic is a bug, but it must not leave every camera without a model
+/// while the daemon still looks alive.
+fn serve(
+    queue: &JobQueue,
+    results: &tokio::sync::mpsc::Sender<JobResult>,
+    run: impl Fn(Job) -> JobResult,
+) {
+    while let Some(job) = queue.pop() {
+        queue
+            .busy_since
+            .store(crate::clock::now_ms() + 1, Ordering::Relaxed);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job.clone())))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                log::error!(camera = job.camera.name.as_str(), event_id = job.id.as_str(); "inference panicked: {what}");
+                JobResult {
+                    job,
+                    outcome: Err(format!("inference failed (internal error: {what})")),
+                    snapshot: None,
+                    finished: SystemTime::now(),
+                }
+            });
+        queue.busy_since.store(0, Ordering::Relaxed);
+        queue.completed.fetch_add(1, Ordering::Relaxed);
+        // blocking_send: the session drains quickly; a closed channel means shutdown.
+        if results.blocking_send(result).is_err() {
+            break;
+        }
+    }
 }
 
 fn run_job(engine: &Engine, job: Job) -> JobResult {
@@ -356,5 +381,47 @@ mod tests {
         assert_eq!(q.pop().unwrap().camera.name, "b");
         q.close();
         assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn a_job_that_panics_fails_alone_and_the_next_one_runs() {
+        let q = Arc::new(JobQueue::new(4));
+        for question in ["boom", "fine"] {
+            let kind = JobKind::Ask {
+                question: question.into(),
+                reply: None,
+            };
+            q.submit_on_demand(job("a", kind)).unwrap();
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let worker = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                serve(&q, &tx, |job| {
+                    let JobKind::Ask { question, .. } = &job.kind else {
+                        unreachable!("only asks were queued")
+                    };
+                    if question == "boom" {
+                        panic!("kaboom");
+                    }
+                    let outcome = Err(format!("ran {question}"));
+                    JobResult {
+                        job,
+                        outcome,
+                        snapshot: None,
+                        finished: SystemTime::now(),
+                    }
+                })
+            })
+        };
+        let first = rx.blocking_recv().unwrap();
+        let second = rx.blocking_recv().unwrap();
+        q.close();
+        worker.join().expect("the worker survives the panic");
+        let first = first.outcome.unwrap_err();
+        assert!(first.contains("internal error: kaboom"), "{first}");
+        assert_eq!(second.outcome.unwrap_err(), "ran fine");
+        assert_eq!(q.completed.load(Ordering::Relaxed), 2);
+        assert_eq!(q.busy_since.load(Ordering::Relaxed), 0);
     }
 }
