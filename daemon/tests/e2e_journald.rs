@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -88,7 +88,7 @@ fn journald_gets_structured_fields() {
     let stderr_path = dir.path().join("stderr");
     let stderr = std::fs::File::create(&stderr_path).unwrap();
     let meta = stderr.metadata().unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = lookout_command()
         .arg("run")
         .arg("--config")
         .arg(&config_path)

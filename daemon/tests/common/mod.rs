@@ -16,7 +16,23 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_lookout");
+/// The `lookout` binary under test: the one Cargo built, or `LOOKOUT_TEST_BIN` run through
+/// `LOOKOUT_TEST_RUNNER` (cross/test-aarch64 runs these tests against the aarch64 build under
+/// qemu that way).
+pub fn lookout_command() -> Command {
+    let bin = std::env::var("LOOKOUT_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_lookout").to_string());
+    let runner = std::env::var("LOOKOUT_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
+}
 
 pub fn model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/minicpmv46-tiny-16x")
@@ -334,7 +350,7 @@ impl Daemon {
         let n = std::fs::read_dir(dir).unwrap().count();
         let log = dir.join(format!("lookout-{n}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = lookout_command();
         cmd.arg("run")
             .arg("--config")
             .arg(&config_path)
@@ -417,7 +433,7 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStat
 
 /// Runs `lookout` with `args`; (exit success, stdout + stderr).
 pub fn lookout(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = lookout_command();
     cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
