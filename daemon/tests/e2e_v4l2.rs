@@ -11,20 +11,6 @@ use common::*;
 
 const T: Duration = Duration::from_secs(60);
 
-/// The mean colour of a JPEG.
-fn mean_rgb(jpeg: &[u8]) -> [f64; 3] {
-    let image = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
-        .expect("snapshot decodes")
-        .to_rgb8();
-    let mut sum = [0f64; 3];
-    for p in image.pixels() {
-        for c in 0..3 {
-            sum[c] += p[c] as f64;
-        }
-    }
-    sum.map(|s| s / (image.width() * image.height()) as f64)
-}
-
 fn start_with(dir: &Path, config: &str, webcam: &FakeV4l2) -> Daemon {
     let env = webcam.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod virtual_camera;
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -35,7 +37,10 @@ pub fn lookout_command() -> Command {
 }
 
 pub fn model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/minicpmv46-tiny-16x")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/fixtures/minicpmv46-tiny-16x")
+        .canonicalize()
+        .expect("the tiny fixture model is in models/fixtures")
 }
 
 pub fn free_port() -> u16 {
@@ -345,12 +350,21 @@ impl Daemon {
     }
 
     pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_command(dir, config, lookout_command(), env)
+    }
+
+    /// `lookout run` through `cmd`: the binary, or a command that ends by running it.
+    pub fn start_command(
+        dir: &Path,
+        config: &str,
+        mut cmd: Command,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let config_path = dir.join("lookout.toml");
         std::fs::write(&config_path, config).unwrap();
         let n = std::fs::read_dir(dir).unwrap().count();
         let log = dir.join(format!("lookout-{n}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
-        let mut cmd = lookout_command();
         cmd.arg("run")
             .arg("--config")
             .arg(&config_path)
@@ -410,6 +424,16 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!(
+                "--- the end of {}:\n{}",
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -633,4 +657,18 @@ impl FakeV4l2 {
     pub fn plug_in(&self) {
         std::fs::remove_file(&self.unplugged).unwrap();
     }
+}
+
+/// The mean colour of a JPEG.
+pub fn mean_rgb(jpeg: &[u8]) -> [f64; 3] {
+    let image = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
+        .expect("snapshot decodes")
+        .to_rgb8();
+    let mut sum = [0f64; 3];
+    for p in image.pixels() {
+        for c in 0..3 {
+            sum[c] += p[c] as f64;
+        }
+    }
+    sum.map(|s| s / (image.width() * image.height()) as f64)
 }
