@@ -4,7 +4,7 @@
 mod support;
 
 use lookout_models::Precision;
-use lookout_pipeline::engine::{Engine, EngineOptions, Request};
+use lookout_pipeline::engine::{Cancelled, Engine, EngineOptions, Request};
 use lookout_pipeline::image::decode_image;
 use support::*;
 
@@ -84,6 +84,38 @@ fn describe_reports_image_tokens_and_max_slices_limits_them() {
     assert!(sliced.image_tokens > overview_only.image_tokens);
     assert!(overview_only.image_tokens > 0);
     assert!(sliced.timings.encode_ms > 0.0);
+}
+
+#[test]
+fn a_cancelled_request_stops_at_the_next_token() {
+    let engine = engine("minicpmv46-tiny-16x");
+    let bytes = std::fs::read(fixture("images").join("tiny_40x30.png")).unwrap();
+    let mut request = Request::new("What is in the image?");
+    request.image = Some(decode_image(&bytes).unwrap());
+    request.max_tokens = 16;
+    let mut pieces = 0;
+    let full = engine
+        .describe(&request, &mut |_| pieces += 1)
+        .expect("uncancelled");
+    assert!(pieces > 2, "{full:?}");
+
+    // Cancelled while the first piece of text is handed out: no second piece.
+    let cancel = request.cancel.clone();
+    let mut pieces = 0;
+    let err = engine
+        .describe(&request, &mut |_| {
+            pieces += 1;
+            cancel.cancel();
+        })
+        .unwrap_err();
+    assert_eq!(err.downcast_ref::<Cancelled>(), Some(&Cancelled), "{err:#}");
+    assert_eq!(pieces, 1);
+
+    // Already cancelled: it ends before anything is encoded or decoded.
+    let mut pieces = 0;
+    let err = engine.describe(&request, &mut |_| pieces += 1).unwrap_err();
+    assert_eq!(err.downcast_ref::<Cancelled>(), Some(&Cancelled), "{err:#}");
+    assert_eq!(pieces, 0);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use lookout_models::Precision;
-use lookout_pipeline::engine::{Engine, EngineOptions, Request};
+use lookout_pipeline::engine::{Cancel, Engine, EngineOptions, Request};
 use lookout_pipeline::image::decode_image;
 use lookout_pipeline::sampler::SamplingParams;
 
@@ -79,6 +79,7 @@ pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
             repetition_penalty: args.repetition_penalty,
             seed: args.seed,
         },
+        cancel: Cancel::default(),
     };
     let stdout = std::io::stdout();
     let description = if args.json {
