@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::camera::{CameraShared, supervisor};
 use crate::config::{Broker, Config, DEFAULT_OUTBOX_MAX_BYTES, ModelSource};
-use crate::jobs::{JobQueue, JobResult};
+use crate::jobs::{Job, JobKind, JobQueue, JobResult};
 use crate::mqtt::Topics;
 use crate::mqtt::session::{Control, Session, SessionParts};
 use crate::outbox::Outbox;
@@ -25,6 +25,8 @@ use crate::service::{self, Health};
 
 /// How long a clean stop keeps trying to deliver the outbox.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// At shutdown, how long a cancelled job may take to reach its next token or image slice.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 pub fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load_valid(config_file.as_deref())?;
@@ -136,6 +138,8 @@ async fn run_async(config_file: Option<PathBuf>, config: Config) -> anyhow::Resu
         model_dir.display(),
         config.model.weights
     );
+    // The session outlives the worker at shutdown; questions still queued are answered here.
+    let shutdown_results = results_tx.clone();
     let worker = crate::jobs::spawn_worker(
         model_dir,
         EngineOptions {
@@ -201,24 +205,52 @@ async fn run_async(config_file: Option<PathBuf>, config: Config) -> anyhow::Resu
         }
     }
 
-    // Clean stop: no new triggers, bounded wait for the job being run, flush, `stopped`.
+    // Clean stop: no new triggers; questions still waiting are told so; the job being run has
+    // `shutdown_timeout` to finish, then stops at its next token or image slice; flush; `stopped`.
     service::stopping();
     log::info!("stopping");
     watchdog.abort();
     for camera in generation.cameras.values() {
         camera.stop.store(true, Ordering::Relaxed);
     }
-    queue.close();
+    tell_waiting_askers(queue.close(), &shutdown_results).await;
     let timeout = Duration::from_secs_f64(config.daemon.shutdown_timeout);
-    let finished = tokio::task::spawn_blocking(move || worker.join());
-    if tokio::time::timeout(timeout, finished).await.is_err() {
-        log::warn!(
-            "the job being run did not finish within {timeout:?} (daemon.shutdown_timeout): abandoned"
+    let mut finished = tokio::task::spawn_blocking(move || worker.join());
+    if tokio::time::timeout(timeout, &mut finished).await.is_err() {
+        log::info!(
+            "the job being run did not finish within {timeout:?} (daemon.shutdown_timeout): cancelling it"
         );
+        queue.cancel_running();
+        if tokio::time::timeout(CANCEL_GRACE, &mut finished)
+            .await
+            .is_err()
+        {
+            log::warn!(
+                "the job being run did not stop within {CANCEL_GRACE:?} of being cancelled: abandoned"
+            );
+        }
     }
     stop_generation(generation, &queue, true).await?;
     log::info!("stopped");
     Ok(())
+}
+
+/// Answers the questions that were still queued at shutdown, through the outbox like any answer;
+/// queued descriptions are only counted.
+async fn tell_waiting_askers(waiting: Vec<Job>, results: &mpsc::Sender<JobResult>) {
+    let mut descriptions = 0;
+    for job in waiting {
+        match job.kind {
+            JobKind::Ask { .. } => {
+                log::info!(camera = job.camera.name.as_str(), event_id = job.id.as_str(); "question not answered: lookout is stopping");
+                let _ = results.send(crate::jobs::not_run(job)).await;
+            }
+            JobKind::Describe { .. } => descriptions += 1,
+        }
+    }
+    if descriptions > 0 {
+        log::info!("{descriptions} queued description(s) not made: lookout is stopping");
+    }
 }
 
 fn start_generation(

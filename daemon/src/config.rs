@@ -200,7 +200,8 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
-    /// On SIGTERM, how long to wait for the job being run before abandoning it (seconds).
+    /// On SIGTERM, how long the job being run may take to finish before it is cancelled at its
+    /// next token or image slice (seconds).
     pub shutdown_timeout: f64,
     /// A single inference taking longer than this stops the systemd watchdog (seconds).
     pub job_timeout: f64,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
-use lookout_pipeline::engine::{Description, Engine, EngineOptions, Request};
+use lookout_pipeline::engine::{Cancel, Cancelled, Description, Engine, EngineOptions, Request};
 use lookout_pipeline::sampler::SamplingParams;
 
 use crate::camera::Frame;
@@ -83,7 +83,13 @@ pub struct JobQueue {
     /// [`crate::clock::now_ms`] + 1 when the current job started, 0 when idle (watchdog).
     pub busy_since: AtomicU64,
     pub completed: AtomicU64,
+    /// Set at shutdown: the job being run stops at its next token or image slice.
+    cancel: Cancel,
 }
+
+/// Why a question got no answer at shutdown: said to the asker, who can ask again.
+pub const NOT_ANSWERED_STOPPING: &str =
+    "not answered: lookout is stopping (ask again when it is back)";
 
 impl JobQueue {
     pub fn new(capacity: usize) -> Arc<JobQueue> {
@@ -93,6 +99,7 @@ impl JobQueue {
             capacity,
             busy_since: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            cancel: Cancel::default(),
         })
     }
 
@@ -167,10 +174,36 @@ impl JobQueue {
         self.len() == 0
     }
 
-    /// Stops handing out jobs; queued ones are abandoned.
-    pub fn close(&self) {
-        self.lock().closed = true;
+    /// Stops handing out jobs and returns the ones still waiting, questions first.
+    pub fn close(&self) -> Vec<Job> {
+        let mut s = self.lock();
+        s.closed = true;
+        let State {
+            on_demand,
+            triggered,
+            ..
+        } = &mut *s;
+        let waiting = on_demand.drain(..).chain(triggered.drain(..)).collect();
+        drop(s);
         self.ready.notify_all();
+        waiting
+    }
+
+    /// Makes the job being run end early, as [`NOT_ANSWERED_STOPPING`] (shutdown only: every
+    /// later job would end the same way).
+    pub fn cancel_running(&self) {
+        self.cancel.cancel();
+    }
+}
+
+/// The result of a job that was never run because lookout is stopping: an asker is told so, a
+/// description is simply not made.
+pub fn not_run(job: Job) -> JobResult {
+    JobResult {
+        job,
+        outcome: Err(NOT_ANSWERED_STOPPING.into()),
+        snapshot: None,
+        finished: SystemTime::now(),
     }
 }
 
@@ -199,7 +232,7 @@ pub fn spawn_worker(
                     return;
                 }
             };
-            serve(&queue, &results, |job| run_job(&engine, job));
+            serve(&queue, &results, |job| run_job(&engine, job, &queue.cancel));
         })
 }
 
@@ -239,7 +272,7 @@ fn serve(
     }
 }
 
-fn run_job(engine: &Engine, job: Job) -> JobResult {
+fn run_job(engine: &Engine, job: Job, cancel: &Cancel) -> JobResult {
     let started = Instant::now();
     let (prompt, trigger) = match &job.kind {
         JobKind::Describe { trigger } => (job.camera.prompt.clone(), Some(trigger.name())),
@@ -259,10 +292,14 @@ fn run_job(engine: &Engine, job: Job) -> JobResult {
                 max_slices: job.camera.max_slices,
                 max_tokens: job.camera.max_tokens,
                 sampling: SamplingParams::default(),
+                cancel: cancel.clone(),
             };
-            engine
-                .describe(&request, &mut |_| {})
-                .map_err(|e| format!("{e:#}"))
+            engine.describe(&request, &mut |_| {}).map_err(|e| {
+                match e.downcast_ref::<Cancelled>() {
+                    Some(_) => NOT_ANSWERED_STOPPING.to_string(),
+                    None => format!("{e:#}"),
+                }
+            })
         }
     };
     let snapshot = match (&job.kind, &outcome) {
@@ -285,6 +322,9 @@ fn run_job(engine: &Engine, job: Job) -> JobResult {
             "{} in {:.1} s: {} tokens", if trigger.is_some() { "described" } else { "answered" },
             started.elapsed().as_secs_f64(), d.tokens.len()
         ),
+        Err(e) if cancel.is_cancelled() => {
+            log::warn!(camera = job.camera.name.as_str(), event_id = job.id.as_str(); "stopped unfinished: lookout is stopping")
+        }
         Err(e) => {
             log::error!(camera = job.camera.name.as_str(), event_id = job.id.as_str(); "inference failed: {e}")
         }
@@ -381,6 +421,31 @@ mod tests {
         assert_eq!(q.pop().unwrap().camera.name, "b");
         q.close();
         assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn closing_hands_back_what_waits_and_refuses_more() {
+        let q = JobQueue::new(4);
+        let describe = || JobKind::Describe {
+            trigger: Trigger::Interval,
+        };
+        let ask = || JobKind::Ask {
+            question: "who is at the door?".into(),
+            reply: None,
+        };
+        q.submit_trigger(job("yard", describe()));
+        q.submit_on_demand(job("door", ask())).unwrap();
+        let waiting = q.close();
+        let cameras: Vec<&str> = waiting.iter().map(|j| j.camera.name.as_str()).collect();
+        assert_eq!(cameras, ["door", "yard"]);
+        assert!(q.is_empty());
+        assert!(q.pop().is_none());
+        assert!(q.submit_on_demand(job("door", ask())).is_err());
+        assert!(!q.submit_trigger(job("yard", describe())));
+        assert!(q.is_empty());
+
+        let result = not_run(waiting.into_iter().next().unwrap());
+        assert_eq!(result.outcome.unwrap_err(), NOT_ANSWERED_STOPPING);
     }
 
     #[test]

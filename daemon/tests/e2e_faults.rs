@@ -231,3 +231,62 @@ fn camera_fails_and_comes_back() {
     sub.wait_count("lookout/flaky/description", n + 1, T);
     assert!(daemon.term().success());
 }
+
+/// SIGTERM with questions in hand: the one being answered stops at its next token once
+/// `daemon.shutdown_timeout` is up (0 here), the ones waiting are not started, and every asker
+/// hears back through the outbox rather than waiting forever; then `stopped`, exit 0.
+#[test]
+fn sigterm_tells_every_asker() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let sub = Subscriber::connect(broker.port, None);
+    // A still frame and room for many tokens: each answer takes a good fraction of a second.
+    let cameras = "[[camera]]\nname = \"door\"\nsource = \"gst:videotestsrc is-live=true pattern=white ! video/x-raw,width=160,height=120,framerate=5/1 ! videoconvert ! appsink name=sink\"\nfps = 2\nmax_tokens = 3000\ninterval = 0\nscene_change = 0\n";
+    let cfg = config(dir.path(), &format!("url = \"{}\"", broker.url()), cameras)
+        .replace("shutdown_timeout = 20", "shutdown_timeout = 0");
+    let mut daemon = Daemon::start(dir.path(), &cfg);
+    sub.wait("door online", T, |m| {
+        m.topic == "lookout/door/status" && m.json()["state"] == "online"
+    });
+    let asked: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+    for id in &asked {
+        sub.publish(
+            "lookout/door/ask",
+            &format!(r#"{{"id": "{id}", "question": "Who is at the door?"}}"#),
+        );
+    }
+    // All ten are queued; they take seconds to answer one after the other.
+    daemon.wait_log("question queued camera=door event_id=q9", T);
+    signal(daemon.child.as_ref().unwrap().id(), "TERM");
+
+    let answers = sub.wait_count("lookout/door/answer", asked.len(), T);
+    let mut ids: Vec<String> = answers
+        .iter()
+        .map(|a| a.json()["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let mut expected = asked.clone();
+    expected.sort();
+    assert_eq!(ids, expected, "one answer per question");
+    let unanswered = answers
+        .iter()
+        .map(|a| a.json())
+        .filter(|a| {
+            a["text"].is_null()
+                && a["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("lookout is stopping"))
+        })
+        .count();
+    assert!(unanswered >= 2, "{answers:?}");
+    sub.wait("stopped", T, |m| {
+        m.topic == "lookout/available" && m.text() == "stopped"
+    });
+    let status = wait_exit(daemon.child.as_mut().unwrap(), T);
+    assert!(status.success(), "{status:?}");
+    // The question being answered at SIGTERM was cancelled, not left running.
+    let log = daemon.log_text();
+    assert!(log.contains("cancelling it"), "{log}");
+    assert!(log.contains("stopped unfinished"), "{log}");
+    assert!(!log.contains("abandoned"), "{log}");
+}

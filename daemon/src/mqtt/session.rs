@@ -472,12 +472,15 @@ impl Session {
             frame,
             queued: SystemTime::now(),
         };
-        if self.queue.submit_on_demand(job).is_err() {
-            fail(
+        match self.queue.submit_on_demand(job) {
+            Ok(()) => {
+                log::debug!(camera = name.as_str(), event_id = id.as_str(); "question queued")
+            }
+            Err(_) => fail(
                 self,
                 reply.as_ref(),
                 "busy: too many questions waiting (daemon.queue_capacity)".into(),
-            );
+            ),
         }
     }
 
