@@ -71,6 +71,11 @@ fn broker_outage_loses_nothing_and_keeps_order() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Commands work again: the daemon subscribed anew on the new connection.
+    sub.publish("lookout/cam/describe/set", "PRESS");
+    sub.wait("on-demand description after the outage", T, |m| {
+        m.topic == "lookout/cam/description" && m.json()["trigger"] == "on_demand"
+    });
     assert!(daemon.term().success());
     let produced = daemon.described_ids();
     // The clean stop flushed the outbox: everything produced has arrived.
@@ -79,6 +84,33 @@ fn broker_outage_loses_nothing_and_keeps_order() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_delivered_in_order(&produced, &ids(&sub, "lookout/cam/description"));
+}
+
+/// A daemon that dies without a word is marked unavailable by the broker (its Last Will), so Home
+/// Assistant shows every entity as unavailable rather than a stale state.
+#[test]
+fn sigkill_leaves_the_last_will() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let sub = Subscriber::connect(broker.port, None);
+    let cfg = config(
+        dir.path(),
+        &format!("url = \"{}\"", broker.url()),
+        &testsrc_camera("cam", "interval = 0\nscene_change = 0"),
+    );
+    let mut daemon = Daemon::start(dir.path(), &cfg);
+    sub.wait("online", T, |m| {
+        m.topic == "lookout/available" && m.text() == "online"
+    });
+    daemon.kill9();
+    sub.wait("the last will", T, |m| {
+        m.topic == "lookout/available" && m.text() == "offline"
+    });
+    // Retained: whoever subscribes later learns it too.
+    let late = Subscriber::connect(broker.port, None);
+    late.wait("the retained last will", T, |m| {
+        m.topic == "lookout/available" && m.text() == "offline" && m.retain
+    });
 }
 
 #[test]
