@@ -86,6 +86,94 @@ fn webcam_is_described_and_survives_being_unplugged() {
     }
     sub.wait_count("lookout/desk/description", before + 1, T);
 
+    // Hung (streaming, but no frame): offline once no_frame_timeout passes, then rebuilt and
+    // back when frames come again.
+    let seen = sub.on("lookout/desk/status").len();
+    webcam.freeze();
+    let until = std::time::Instant::now() + T;
+    let hung = loop {
+        let offline = sub.on("lookout/desk/status")[seen..]
+            .iter()
+            .map(|m| m.json())
+            .find(|s| s["state"] == "offline");
+        if let Some(status) = offline {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "desk not offline when hung"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(hung["reason"], "no frame for 5 s", "{hung}");
+    let before = sub.on("lookout/desk/description").len();
+    webcam.thaw();
+    let until = std::time::Instant::now() + T;
+    while sub.on("lookout/desk/status").last().unwrap().json()["state"] != "online" {
+        assert!(std::time::Instant::now() < until, "desk did not recover");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sub.wait_count("lookout/desk/description", before + 1, T);
+
+    assert!(daemon.term().success());
+}
+
+/// The scene-change trigger: a still scene is described no more; a change is, with its score
+/// and the new picture; changes closer together than `scene_min_gap` wait for it.
+#[test]
+fn a_changed_scene_is_described() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let sub = Subscriber::connect(broker.port, None);
+    let webcam = fake_v4l2_camera(dir.path(), &dir.path().join("video0"), [60, 10, 10]);
+    let cameras = format!(
+        "[[camera]]\nname = \"hall\"\nsource = \"v4l2://{}\"\nfps = 5\nmax_tokens = 4\ninterval = 0\nscene_change = 0.2\nscene_min_gap = 4\n",
+        webcam.device.display()
+    );
+    let cfg = config(dir.path(), &format!("url = \"{}\"", broker.url()), &cameras);
+    let mut daemon = start_with(dir.path(), &cfg, &webcam);
+    sub.wait("hall online", T, |m| {
+        m.topic == "lookout/hall/status" && m.json()["state"] == "online"
+    });
+
+    // A still scene: nothing to say.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(sub.on("lookout/hall/description").is_empty());
+
+    // Someone switches the light on: described once, for the change, showing the new scene.
+    webcam.show([40, 220, 40]);
+    let first = sub.wait("the change described", T, |m| {
+        m.topic == "lookout/hall/description"
+    });
+    let seen_first = std::time::Instant::now();
+    let first = first.json();
+    assert_eq!(first["trigger"], "scene_change", "{first}");
+    assert!(
+        first["scene_score"].as_f64().is_some_and(|s| s >= 0.2),
+        "{first}"
+    );
+    let snapshot = sub.wait("the new scene's snapshot", T, |m| {
+        m.topic == "lookout/hall/snapshot"
+    });
+    let [r, g, b] = mean_rgb(&snapshot.payload);
+    assert!(
+        g > 180.0 && r < 80.0 && b < 80.0,
+        "snapshot {r:.0},{g:.0},{b:.0}"
+    );
+
+    // And changes again at once: that waits for the minimum gap.
+    webcam.show([20, 20, 240]);
+    let second = sub.wait_count("lookout/hall/description", 2, T)[1].json();
+    let gap = seen_first.elapsed();
+    assert_eq!(second["trigger"], "scene_change", "{second}");
+    assert!(
+        gap >= Duration::from_millis(3500),
+        "{gap:?} after the first"
+    );
+
+    // Still again: no more descriptions.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(sub.on("lookout/hall/description").len(), 2);
     assert!(daemon.term().success());
 }
 

@@ -9,6 +9,10 @@
  * Environment:
  *   LOOKOUT_FAKE_V4L2_PATH       the camera's path (required; without it nothing is faked)
  *   LOOKOUT_FAKE_V4L2_RGB        "r,g,b": the colour of every frame (default 200,30,30)
+ *   LOOKOUT_FAKE_V4L2_FROZEN     a file: while it exists the camera stays open and streaming but
+ *                                sends no frame (a hung camera): poll never reports it readable
+ *   LOOKOUT_FAKE_V4L2_SCENE      a file holding "r,g,b": when it exists, the colour of the frames
+ *                                from now on (the scene in front of the camera changes)
  *   LOOKOUT_FAKE_V4L2_UNPLUGGED  a file: while it exists the camera is unplugged, so opening it
  *                                fails with ENOENT and streaming fails with ENODEV
  */
@@ -17,6 +21,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/videodev2.h>
+#include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -62,6 +68,12 @@ static const char *camera_path(void) { return getenv("LOOKOUT_FAKE_V4L2_PATH"); 
 static int unplugged(void)
 {
     const char *flag = getenv("LOOKOUT_FAKE_V4L2_UNPLUGGED");
+    return flag && access(flag, F_OK) == 0;
+}
+
+static int frozen(void)
+{
+    const char *flag = getenv("LOOKOUT_FAKE_V4L2_FROZEN");
     return flag && access(flag, F_OK) == 0;
 }
 
@@ -251,6 +263,14 @@ static void fill_frame(uint8_t *mem)
     const char *rgb = getenv("LOOKOUT_FAKE_V4L2_RGB");
     if (rgb)
         sscanf(rgb, "%d,%d,%d", &r, &g, &b);
+    const char *scene = getenv("LOOKOUT_FAKE_V4L2_SCENE");
+    FILE *f = scene ? fopen(scene, "r") : NULL;
+    if (f) {
+        int sr, sg, sb;
+        if (fscanf(f, "%d,%d,%d", &sr, &sg, &sb) == 3)
+            r = sr, g = sg, b = sb;
+        fclose(f);
+    }
     uint8_t y = clamp8(((66 * r + 129 * g + 25 * b + 128) >> 8) + 16);
     uint8_t u = clamp8(((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128);
     uint8_t v = clamp8(((112 * r - 94 * g - 18 * b + 128) >> 8) + 128);
@@ -493,4 +513,54 @@ int ioctl(int fd, unsigned long request, ...)
     pthread_mutex_unlock(&lock);
     errno = err;
     return rc;
+}
+
+/*
+ * poll and ppoll: a frozen camera's descriptor never becomes readable, so the caller waits on
+ * its other descriptors (GStreamer's wake-up pipe) or its timeout, as with a hung device.
+ */
+static int poll_any(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
+                    const sigset_t *mask, int timeout_ms, int is_ppoll)
+{
+    int hide = 0;
+    if (frozen()) {
+        pthread_mutex_lock(&lock);
+        for (nfds_t i = 0; i < n; i++)
+            hide |= camera_of(fds[i].fd) != NULL;
+        pthread_mutex_unlock(&lock);
+    }
+    struct pollfd *use = fds;
+    struct pollfd *copy = NULL;
+    if (hide) {
+        copy = malloc(n * sizeof *copy);
+        if (!copy)
+            return fail(ENOMEM);
+        memcpy(copy, fds, n * sizeof *copy);
+        pthread_mutex_lock(&lock);
+        for (nfds_t i = 0; i < n; i++)
+            if (camera_of(copy[i].fd))
+                copy[i].fd = -1;
+        pthread_mutex_unlock(&lock);
+        use = copy;
+    }
+    int ready = is_ppoll
+        ? REAL("ppoll", int (*)(struct pollfd *, nfds_t, const struct timespec *,
+                                const sigset_t *))(use, n, timeout, mask)
+        : REAL("poll", int (*)(struct pollfd *, nfds_t, int))(use, n, timeout_ms);
+    if (copy) {
+        for (nfds_t i = 0; i < n; i++)
+            fds[i].revents = copy[i].revents;
+        free(copy);
+    }
+    return ready;
+}
+
+int poll(struct pollfd *fds, nfds_t n, int timeout_ms)
+{
+    return poll_any(fds, n, NULL, NULL, timeout_ms, 0);
+}
+
+int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout, const sigset_t *mask)
+{
+    return poll_any(fds, n, timeout, mask, 0, 1);
 }

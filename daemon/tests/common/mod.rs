@@ -602,7 +602,8 @@ pub fn make_certs(dir: &Path) {
 
 /// A V4L2 camera without a kernel driver: `fake_v4l2.c` built as a preload library into `dir`.
 /// Returns the environment that makes `device` (a new link to /dev/null) a 320x240 YUYV webcam
-/// sending frames of colour `rgb`, unplugged while the file `unplugged` exists.
+/// sending frames of colour `rgb` (until [`FakeV4l2::show`] changes the scene), unplugged while
+/// the file `unplugged` exists.
 pub fn fake_v4l2_camera(dir: &Path, device: &Path, rgb: [u8; 3]) -> FakeV4l2 {
     require("cc", "build-essential");
     let library = dir.join("libfake_v4l2.so");
@@ -625,6 +626,8 @@ pub fn fake_v4l2_camera(dir: &Path, device: &Path, rgb: [u8; 3]) -> FakeV4l2 {
         library,
         device: device.to_path_buf(),
         unplugged: dir.join("camera-unplugged"),
+        scene: dir.join("camera-scene"),
+        frozen: dir.join("camera-frozen"),
         rgb: format!("{},{},{}", rgb[0], rgb[1], rgb[2]),
     }
 }
@@ -633,6 +636,8 @@ pub struct FakeV4l2 {
     pub library: PathBuf,
     pub device: PathBuf,
     pub unplugged: PathBuf,
+    pub scene: PathBuf,
+    pub frozen: PathBuf,
     pub rgb: String,
 }
 
@@ -647,7 +652,19 @@ impl FakeV4l2 {
                 "LOOKOUT_FAKE_V4L2_UNPLUGGED",
                 self.unplugged.display().to_string(),
             ),
+            ("LOOKOUT_FAKE_V4L2_SCENE", self.scene.display().to_string()),
+            (
+                "LOOKOUT_FAKE_V4L2_FROZEN",
+                self.frozen.display().to_string(),
+            ),
         ]
+    }
+
+    /// From the next frame on, the camera sees `rgb`.
+    pub fn show(&self, rgb: [u8; 3]) {
+        let staged = self.scene.with_extension("new");
+        std::fs::write(&staged, format!("{},{},{}", rgb[0], rgb[1], rgb[2])).unwrap();
+        std::fs::rename(&staged, &self.scene).unwrap();
     }
 
     pub fn unplug(&self) {
@@ -656,6 +673,15 @@ impl FakeV4l2 {
 
     pub fn plug_in(&self) {
         std::fs::remove_file(&self.unplugged).unwrap();
+    }
+
+    /// The camera hangs: open and streaming, but no frame comes.
+    pub fn freeze(&self) {
+        std::fs::write(&self.frozen, b"").unwrap();
+    }
+
+    pub fn thaw(&self) {
+        std::fs::remove_file(&self.frozen).unwrap();
     }
 }
 
