@@ -1,0 +1,138 @@
+//! Home Assistant's side of discovery: the entities it would create from lookout's discovery
+//! payloads, driven the way HA drives them. Every topic comes from the discovery payloads, never
+//! from lookout's documentation, and every template is rendered as HA renders it (Jinja, with
+//! `value` and `value_json`), so a wrong topic, payload or template fails here.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+
+/// An MQTT template rendered over a received payload, as Home Assistant does.
+fn render(template: &Value, payload: &str) -> String {
+    let env = minijinja::Environment::new();
+    let value_json: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
+    env.render_str(
+        template.as_str().expect("a template"),
+        minijinja::context! { value => payload, value_json => value_json },
+    )
+    .unwrap()
+}
+
+#[test]
+fn home_assistant_entities_work_from_discovery_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let sub = Subscriber::connect(broker.port, None);
+    let cfg = config(
+        dir.path(),
+        &format!("url = \"{}\"", broker.url()),
+        &testsrc_camera("porch", "interval = 0\nscene_change = 0"),
+    );
+    let mut daemon = Daemon::start(dir.path(), &cfg);
+    let entity = |component: &str, object: &str| -> Value {
+        let topic = format!("homeassistant/{component}/e2e/porch_{object}/config");
+        sub.wait(&topic, T, |m| m.topic == topic).json()
+    };
+    let latest = |topic: &Value| -> Msg {
+        let topic = topic.as_str().unwrap();
+        sub.wait(topic, T, |m| m.topic == topic);
+        sub.on(topic).pop().unwrap()
+    };
+
+    // Availability: online now.
+    let button = entity("button", "describe");
+    let available = latest(&button["availability_topic"]).text();
+    assert_eq!(
+        render(&button["availability_template"], &available),
+        button["payload_available"].as_str().unwrap()
+    );
+
+    // The camera's connectivity sensor is on once it streams.
+    let status = entity("binary_sensor", "status");
+    assert_eq!(status["device_class"], "connectivity");
+    let until = std::time::Instant::now() + T;
+    while render(
+        &status["value_template"],
+        &latest(&status["state_topic"]).text(),
+    ) != status["payload_on"].as_str().unwrap()
+    {
+        assert!(std::time::Instant::now() < until, "camera never connected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Pressing the button: the event entity fires, the image shows the picture, the sensor
+    // shows the summary with the full text among its attributes.
+    sub.publish(
+        button["command_topic"].as_str().unwrap(),
+        button["payload_press"].as_str().unwrap(),
+    );
+    let event = entity("event", "described");
+    let fired = latest(&event["state_topic"]).json();
+    assert!(
+        event["event_types"]
+            .as_array()
+            .unwrap()
+            .contains(&fired["event_type"]),
+        "{fired}"
+    );
+    let image = entity("image", "snapshot");
+    assert_eq!(image["content_type"], "image/jpeg");
+    assert_eq!(
+        &latest(&image["image_topic"]).payload[..2],
+        &[0xFF, 0xD8],
+        "a JPEG"
+    );
+    let sensor = entity("sensor", "description");
+    let state = latest(&sensor["state_topic"]).text();
+    let shown = render(&sensor["value_template"], &state);
+    assert_eq!(shown, fired["summary"].as_str().unwrap());
+    assert!(shown.chars().count() <= 255, "HA's state limit");
+    let attributes = latest(&sensor["json_attributes_topic"]).json();
+    assert_eq!(attributes["text"], fired["text"]);
+
+    // Typing a question into the text entity: the answer sensor shows its summary.
+    let text = entity("text", "ask");
+    sub.publish(text["command_topic"].as_str().unwrap(), "Who is there?");
+    let answer = entity("sensor", "answer");
+    let topic = answer["state_topic"].as_str().unwrap().to_string();
+    let answered = sub.wait("the answer", T, |m| {
+        m.topic == topic && m.json()["question"] == "Who is there?"
+    });
+    assert!(answered.json()["error"].is_null(), "{}", answered.text());
+    assert_eq!(
+        render(&answer["value_template"], &answered.text()),
+        answered.json()["summary"].as_str().unwrap()
+    );
+
+    // The switch turns the camera off and on, and reports it.
+    let switch = entity("switch", "enabled");
+    for (command, state) in [("payload_off", "state_off"), ("payload_on", "state_on")] {
+        sub.publish(
+            switch["command_topic"].as_str().unwrap(),
+            switch[command].as_str().unwrap(),
+        );
+        let topic = switch["state_topic"].as_str().unwrap().to_string();
+        let expected = switch[state].as_str().unwrap().to_string();
+        let until = std::time::Instant::now() + T;
+        while sub.on(&topic).last().map(|m| m.text()) != Some(expected.clone()) {
+            assert!(std::time::Instant::now() < until, "switch never {expected}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    // Stopped cleanly: every entity becomes unavailable.
+    assert!(daemon.term().success());
+    sub.wait("stopped", T, |m| {
+        m.topic == "lookout/available" && m.text() == "stopped"
+    });
+    let available = latest(&button["availability_topic"]).text();
+    assert_eq!(
+        render(&button["availability_template"], &available),
+        button["payload_not_available"].as_str().unwrap()
+    );
+}
