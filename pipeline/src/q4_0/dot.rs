@@ -136,6 +136,8 @@ impl TokenRow {
 }
 
 /// Runs `tile::<T>` over `tokens` in steps of `T`, then the rest one by one with `tile1`.
+/// (Only the SIMD kernels tile; elsewhere the portable kernel goes row by row.)
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! tiled {
     ($tile:ident::<$t:literal>, $panel:expr, $x:expr, $tokens:expr, $out:expr, $stride:expr) => {{
         let (panel, x, tokens, mut out, stride) = ($panel, $x, $tokens, $out, $stride);
