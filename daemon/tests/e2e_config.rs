@@ -234,3 +234,42 @@ fn tls_with_username_and_password() {
         daemon.log_text()
     );
 }
+
+/// Mutual TLS: a broker that requires a client certificate accepts lookout's (`mqtt.cert` and
+/// `mqtt.key`), and turns away a lookout without one, which says so.
+#[test]
+fn tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let d = dir.path().display();
+    let broker = Mosquitto::with_conf(
+        dir.path(),
+        plain_port,
+        format!(
+            "allow_anonymous true\nlistener {plain_port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate true\n"
+        ),
+    );
+    let sub = Subscriber::connect(broker.port, None);
+    let cameras = testsrc_camera("cam", "interval = 1\nscene_change = 0");
+    let tls = format!("url = \"mqtts://localhost:{tls_port}\"\nca = \"{d}/ca.pem\"");
+    let cfg = config(
+        dir.path(),
+        &format!("{tls}\ncert = \"{d}/client.pem\"\nkey = \"{d}/client.key\""),
+        &cameras,
+    );
+    let mut daemon = Daemon::start(dir.path(), &cfg);
+    sub.wait("description over mutual TLS", T, |m| {
+        m.topic == "lookout/cam/description"
+    });
+    assert!(daemon.term().success());
+
+    // No client certificate: the broker ends the handshake, and the log says what failed.
+    let outbox = dir.path().join("outbox");
+    std::fs::remove_dir_all(&outbox).unwrap();
+    let cfg = config(dir.path(), &tls, &cameras);
+    let daemon = Daemon::start(dir.path(), &cfg);
+    daemon.wait_log("TLS with", T);
+    let log = daemon.log_text();
+    assert!(log.contains("mqtt.cert"), "{log}");
+}

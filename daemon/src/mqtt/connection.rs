@@ -74,7 +74,10 @@ impl Poll for rumqttc::EventLoop {
             ),
             Err(ConnectionError::Tls(t)) => tls_failed(broker, &t.to_string()),
             Err(ConnectionError::Io(io)) => unreachable_broker(broker, &io),
-            Err(other) => lost(broker, &other.to_string()),
+            Err(other) => match tls_alert(&other) {
+                Some(alert) => tls_failed(broker, &alert),
+                None => lost(broker, &other.to_string()),
+            },
         }
     }
 }
@@ -115,7 +118,10 @@ impl Poll for v5::EventLoop {
             ),
             Err(ConnectionError::Tls(t)) => tls_failed(broker, &t.to_string()),
             Err(ConnectionError::Io(io)) => unreachable_broker(broker, &io),
-            Err(other) => lost(broker, &other.to_string()),
+            Err(other) => match tls_alert(&other) {
+                Some(alert) => tls_failed(broker, &alert),
+                None => lost(broker, &other.to_string()),
+            },
         }
     }
 }
@@ -134,6 +140,16 @@ fn refused(broker: &str, credentials: bool, client_id: bool, code: &str) -> Poll
         message,
         severe: true,
     }
+}
+
+/// A fatal TLS alert from the broker in `error`. With TLS 1.3 the broker checks a client
+/// certificate after the handshake, so its refusal (certificate required, bad or unknown) comes
+/// on the first read, as a read error: it is our TLS settings that failed, not a connection that
+/// dropped. rumqttc passes that read error on as text, so the alert is found by rustls's wording.
+fn tls_alert(error: &dyn std::error::Error) -> Option<String> {
+    let text = error.to_string();
+    let at = text.find("received fatal alert")?;
+    Some(text[at..].to_string())
 }
 
 fn tls_failed(broker: &str, error: &str) -> Polled {

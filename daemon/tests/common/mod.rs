@@ -598,6 +598,37 @@ pub fn make_certs(dir: &Path) {
         "-extfile",
         "san.ext",
     ]);
+    // A client certificate from the same CA, for brokers that require one (mutual TLS).
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=lookout-client",
+    ]);
+    write(&dir.join("client.ext"), "extendedKeyUsage=clientAuth\n");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+    ]);
 }
 
 /// A V4L2 camera without a kernel driver: `fake_v4l2.c` built as a preload library into `dir`.
