@@ -158,7 +158,24 @@ pub fn decode_image_with(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage,
     // for decoder scratch space. The explicit pixel check below is the real cap.
     limits.max_alloc = Some(opts.max_pixels.saturating_mul(8).saturating_add(64 << 20));
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(map_decode_error)?;
+    let mut decoder = match reader.into_decoder() {
+        Ok(decoder) => decoder,
+        // On 32-bit targets the PNG decoder refuses a huge image while sizing its buffers,
+        // before we can ask it the dimensions: read them from the header to say why.
+        Err(e @ image::ImageError::Limits(_)) => {
+            return Err(match png_dimensions(bytes) {
+                Some((width, height)) if u64::from(width) * u64::from(height) > opts.max_pixels => {
+                    ImageError::TooLarge {
+                        width,
+                        height,
+                        max_pixels: opts.max_pixels,
+                    }
+                }
+                _ => map_decode_error(e),
+            });
+        }
+        Err(e) => return Err(map_decode_error(e)),
+    };
 
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
@@ -250,6 +267,17 @@ fn truncated_error(format: ImageFormat) -> image::ImageError {
         format.into(),
         "image file is truncated (no end-of-image marker)",
     ))
+}
+
+/// A PNG's announced width and height: its first chunk is always IHDR, right after the
+/// 8-byte signature and the chunk's length and type.
+fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let header = bytes.get(8..24)?;
+    if &header[4..8] != b"IHDR" {
+        return None;
+    }
+    let word = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    Some((word(8), word(12)))
 }
 
 fn map_decode_error(e: image::ImageError) -> ImageError {
