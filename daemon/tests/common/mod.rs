@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 /// The `lookout` binary under test: the one Cargo built, or `LOOKOUT_TEST_BIN` run through
-/// `LOOKOUT_TEST_RUNNER` (cross/test-aarch64 runs these tests against the aarch64 build under
+/// `LOOKOUT_TEST_RUNNER` (cross/test runs these tests against the ARM builds under
 /// qemu that way).
 pub fn lookout_command() -> Command {
     let bin = std::env::var("LOOKOUT_TEST_BIN")
