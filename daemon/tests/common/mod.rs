@@ -632,13 +632,12 @@ pub fn make_certs(dir: &Path) {
 }
 
 /// A V4L2 camera without a kernel driver: `fake_v4l2.c` built as a preload library into `dir`.
-/// Returns the environment that makes `device` (a new link to /dev/null) a 320x240 YUYV webcam
-/// sending frames of colour `rgb` (until [`FakeV4l2::show`] changes the scene), unplugged while
-/// the file `unplugged` exists.
-pub fn fake_v4l2_camera(dir: &Path, device: &Path, rgb: [u8; 3]) -> FakeV4l2 {
+/// Builds `tests/common/NAME.c` into the preload library `dir/libNAME.so` with the host's C
+/// compiler.
+pub fn build_preload(dir: &Path, name: &str) -> PathBuf {
     require("cc", "build-essential");
-    let library = dir.join("libfake_v4l2.so");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/fake_v4l2.c");
+    let library = dir.join(format!("lib{name}.so"));
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/common/{name}.c"));
     let out = Command::new("cc")
         .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
         .arg(&library)
@@ -652,6 +651,14 @@ pub fn fake_v4l2_camera(dir: &Path, device: &Path, rgb: [u8; 3]) -> FakeV4l2 {
         source.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+    library
+}
+
+/// Returns the environment that makes `device` (a new link to /dev/null) a 320x240 YUYV webcam
+/// sending frames of colour `rgb` (until [`FakeV4l2::show`] changes the scene), unplugged while
+/// the file `unplugged` exists.
+pub fn fake_v4l2_camera(dir: &Path, device: &Path, rgb: [u8; 3]) -> FakeV4l2 {
+    let library = build_preload(dir, "fake_v4l2");
     std::os::unix::fs::symlink("/dev/null", device).unwrap();
     FakeV4l2 {
         library,

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::require;
+use super::{build_preload, require};
 
 /// Where libcamera reads its virtual cameras from, inside the root.
 const VIRTUAL_CONFIG_DIR: &str = "usr/share/libcamera/pipeline/virtual";
@@ -79,22 +79,7 @@ pub struct VirtualCamera {
 }
 
 pub fn virtual_camera(dir: &Path, name: &str, jpeg: &Path, size: (u32, u32)) -> VirtualCamera {
-    require("cc", "build-essential");
-    let library = dir.join("libcamera_virtual.so");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/libcamera_virtual.c");
-    let out = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .arg("-ldl")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "building {}: {}",
-        source.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let library = build_preload(dir, "libcamera_virtual");
     let config_dir = dir.join("libcamera-virtual");
     std::fs::create_dir_all(&config_dir).unwrap();
     std::fs::copy(jpeg, config_dir.join("frame.jpg")).unwrap();
