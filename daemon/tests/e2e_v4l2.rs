@@ -71,48 +71,29 @@ fn webcam_is_described_and_survives_being_unplugged() {
 
     // Plugged back in: online again, and descriptions resume.
     let before = sub.on("lookout/desk/description").len();
+    let seen = sub.all().len();
     webcam.plug_in();
-    let seen = sub.on("lookout/desk/status").len();
-    let until = std::time::Instant::now() + T;
-    while !sub.on("lookout/desk/status")[seen..]
-        .iter()
-        .any(|m| m.json()["state"] == "online")
-    {
-        assert!(
-            std::time::Instant::now() < until,
-            "desk did not come back online"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    sub.wait_after(seen, "desk back online", T, |m| {
+        m.topic == "lookout/desk/status" && m.json()["state"] == "online"
+    });
     sub.wait_count("lookout/desk/description", before + 1, T);
 
     // Hung (streaming, but no frame): offline once no_frame_timeout passes, then rebuilt and
     // back when frames come again.
-    let seen = sub.on("lookout/desk/status").len();
+    let seen = sub.all().len();
     webcam.freeze();
-    let until = std::time::Instant::now() + T;
-    let hung = loop {
-        let offline = sub.on("lookout/desk/status")[seen..]
-            .iter()
-            .map(|m| m.json())
-            .find(|s| s["state"] == "offline");
-        if let Some(status) = offline {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "desk not offline when hung"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let hung = sub
+        .wait_after(seen, "desk offline, hung", T, |m| {
+            m.topic == "lookout/desk/status" && m.json()["state"] == "offline"
+        })
+        .json();
     assert_eq!(hung["reason"], "no frame for 5 s", "{hung}");
     let before = sub.on("lookout/desk/description").len();
+    let seen = sub.all().len();
     webcam.thaw();
-    let until = std::time::Instant::now() + T;
-    while sub.on("lookout/desk/status").last().unwrap().json()["state"] != "online" {
-        assert!(std::time::Instant::now() < until, "desk did not recover");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    sub.wait_after(seen, "desk recovered", T, |m| {
+        m.topic == "lookout/desk/status" && m.json()["state"] == "online"
+    });
     sub.wait_count("lookout/desk/description", before + 1, T);
 
     assert!(daemon.term().success());

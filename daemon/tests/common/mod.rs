@@ -234,9 +234,21 @@ impl Subscriber {
 
     /// Waits until `pred` holds for some message received so far; returns the first such.
     pub fn wait(&self, what: &str, timeout: Duration, pred: impl Fn(&Msg) -> bool) -> Msg {
+        self.wait_after(0, what, timeout, pred)
+    }
+
+    /// Like [`Subscriber::wait`], among the messages after the first `seen` received (from
+    /// `self.all().len()` taken earlier): for a state that recurs, such as offline, then online.
+    pub fn wait_after(
+        &self,
+        seen: usize,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Msg) -> bool,
+    ) -> Msg {
         let until = Instant::now() + timeout;
         loop {
-            if let Some(m) = self.all().into_iter().find(|m| pred(m)) {
+            if let Some(m) = self.all().into_iter().skip(seen).find(|m| pred(m)) {
                 return m;
             }
             assert!(
