@@ -23,6 +23,10 @@ fn render(template: &Value, payload: &str) -> String {
     .unwrap()
 }
 
+/// Prefixes other than the defaults, so that a topic built without them fails here.
+const TOPIC_PREFIX: &str = "site/garden";
+const DISCOVERY_PREFIX: &str = "ha";
+
 #[test]
 fn home_assistant_entities_work_from_discovery_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -30,12 +34,15 @@ fn home_assistant_entities_work_from_discovery_alone() {
     let sub = Subscriber::connect(broker.port, None);
     let cfg = config(
         dir.path(),
-        &format!("url = \"{}\"", broker.url()),
+        &format!(
+            "url = \"{}\"\ntopic_prefix = \"{TOPIC_PREFIX}\"\ndiscovery_prefix = \"{DISCOVERY_PREFIX}\"",
+            broker.url()
+        ),
         &testsrc_camera("porch", "interval = 0\nscene_change = 0"),
     );
     let mut daemon = Daemon::start(dir.path(), &cfg);
     let entity = |component: &str, object: &str| -> Value {
-        let topic = format!("homeassistant/{component}/e2e/porch_{object}/config");
+        let topic = format!("{DISCOVERY_PREFIX}/{component}/e2e/porch_{object}/config");
         sub.wait(&topic, T, |m| m.topic == topic).json()
     };
     let latest = |topic: &Value| -> Msg {
@@ -46,6 +53,13 @@ fn home_assistant_entities_work_from_discovery_alone() {
 
     // Availability: online now.
     let button = entity("button", "describe");
+    assert!(
+        button["availability_topic"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{TOPIC_PREFIX}/")),
+        "{button}"
+    );
     let available = latest(&button["availability_topic"]).text();
     assert_eq!(
         render(&button["availability_template"], &available),
@@ -125,10 +139,18 @@ fn home_assistant_entities_work_from_discovery_alone() {
         }
     }
 
+    // Home Assistant restarting (its birth message under the discovery prefix): the entities are
+    // announced again.
+    let config_topic = format!("{DISCOVERY_PREFIX}/button/e2e/porch_describe/config");
+    let announced = sub.on(&config_topic).len();
+    sub.publish(&format!("{DISCOVERY_PREFIX}/status"), "online");
+    sub.wait_count(&config_topic, announced + 1, T);
+
     // Stopped cleanly: every entity becomes unavailable.
     assert!(daemon.term().success());
+    let availability = button["availability_topic"].as_str().unwrap();
     sub.wait("stopped", T, |m| {
-        m.topic == "lookout/available" && m.text() == "stopped"
+        m.topic == availability && m.text() == "stopped"
     });
     let available = latest(&button["availability_topic"]).text();
     assert_eq!(
