@@ -193,7 +193,11 @@ async fn run_async(config_file: Option<PathBuf>, config: Config) -> anyhow::Resu
                         }
                         let removed: Vec<String> = config.cameras.iter().map(|c| c.name.clone())
                             .filter(|n| !new.cameras.iter().any(|c| &c.name == n)).collect();
-                        parts = stop_generation(generation, &queue, false).await?;
+                        // Moving to another broker or topic prefix leaves `stopped` on the old
+                        // availability topic, or whatever watches it there sees lookout online forever.
+                        let moved = new.broker() != config.broker()
+                            || new.mqtt.topic_prefix != config.mqtt.topic_prefix;
+                        parts = stop_generation(generation, &queue, moved).await?;
                         config = new;
                         generation = start_generation(&config, &queue, parts, &main_loop, removed)?;
                         *health.cameras.lock().unwrap_or_else(|p| p.into_inner()) = generation.cameras.clone();

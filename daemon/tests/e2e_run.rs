@@ -263,7 +263,7 @@ fn descriptions_discovery_commands_and_clean_stop() {
 }
 
 #[test]
-fn sighup_reloads_cameras_without_reloading_the_model() {
+fn sighup_reloads_cameras_and_mqtt_without_reloading_the_model() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
     let sub = Subscriber::connect(broker.port, None);
@@ -299,6 +299,31 @@ fn sighup_reloads_cameras_without_reloading_the_model() {
     sub.wait("one removed", T, |m| {
         m.topic == "homeassistant/sensor/e2e/one_description/config" && m.payload.is_empty()
     });
+
+    // Moving to another broker under another topic prefix: the old broker is told `stopped`,
+    // the new one gets availability, discovery and descriptions.
+    let second = Mosquitto::start(&dir.path().join("second"));
+    let moved = Subscriber::connect(second.port, None);
+    let cfg = config(
+        dir.path(),
+        &format!("url = \"{}\"\ntopic_prefix = \"moved\"", second.url()),
+        &testsrc_camera("two", "interval = 1\nscene_change = 0"),
+    );
+    std::fs::write(dir.path().join("lookout.toml"), cfg).unwrap();
+    signal(daemon.child.as_ref().unwrap().id(), "HUP");
+    sub.wait("stopped on the old broker", T, |m| {
+        m.topic == "lookout/available" && m.text() == "stopped"
+    });
+    moved.wait("online on the new broker", T, |m| {
+        m.topic == "moved/available" && m.text() == "online"
+    });
+    moved.wait("discovery with the new topics", T, |m| {
+        m.topic == "homeassistant/sensor/e2e/two_description/config"
+            && m.json()["state_topic"] == "moved/two/state"
+    });
+    moved.wait("a description on the new broker", T, |m| {
+        m.topic == "moved/two/description"
+    });
     assert_eq!(
         daemon.log_text().matches("loading model").count(),
         1,
@@ -309,8 +334,8 @@ fn sighup_reloads_cameras_without_reloading_the_model() {
     std::fs::write(dir.path().join("lookout.toml"), "[camera\n").unwrap();
     signal(daemon.child.as_ref().unwrap().id(), "HUP");
     daemon.wait_log("reload failed", T);
-    let n = sub.on("lookout/two/description").len();
-    sub.wait_count("lookout/two/description", n + 1, T);
+    let n = moved.on("moved/two/description").len();
+    moved.wait_count("moved/two/description", n + 1, T);
     assert!(daemon.term().success());
 }
 
