@@ -393,3 +393,79 @@ fn embedded_broker_and_systemd_notify() {
     }
     assert!(notes.contains("STOPPING=1"), "{notes}");
 }
+
+/// The README's first command: `lookout run` with no file. With no /dev/video* that is the test
+/// pattern as camera `default`, the embedded broker on 127.0.0.1:1883, the outbox under $HOME.
+/// Only the model is chosen, through $LOOKOUT_MODEL (the default model needs the hub).
+#[test]
+fn no_file_runs_on_its_defaults() {
+    let has_video = std::fs::read_dir("/dev")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("video"));
+    if has_video {
+        eprintln!("this host has /dev/video*: skipping (the default camera would be it)");
+        return;
+    }
+    if let Err(e) = std::net::TcpListener::bind("127.0.0.1:1883") {
+        eprintln!("127.0.0.1:1883 is taken ({e}): skipping (the embedded broker's default)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let mut cmd = lookout_command();
+    cmd.arg("run");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LOOKOUT__") {
+            cmd.env_remove(key);
+        }
+    }
+    for key in [
+        "XDG_STATE_HOME",
+        "XDG_CACHE_HOME",
+        "STATE_DIRECTORY",
+        "CACHE_DIRECTORY",
+    ] {
+        cmd.env_remove(key);
+    }
+    let model = model_dir();
+    let mut daemon = Daemon::spawn(
+        dir.path(),
+        cmd,
+        &[
+            ("HOME", home.to_str().unwrap()),
+            ("LOOKOUT_MODEL", model.to_str().unwrap()),
+        ],
+    );
+    wait_for_port(1883, T);
+    let sub = Subscriber::connect(1883, None);
+    sub.wait("online", T, |m| {
+        m.topic == "lookout/available" && m.text() == "online"
+    });
+    sub.wait("the test pattern streams", T, |m| {
+        m.topic == "lookout/default/status" && m.json()["state"] == "online"
+    });
+    sub.wait("discovery", T, |m| {
+        m.topic.starts_with("homeassistant/button/")
+            && m.topic.ends_with("/default_describe/config")
+    });
+    // The first interval description comes at start; then one on demand.
+    let first = sub
+        .wait("the first description", T, |m| {
+            m.topic == "lookout/default/description"
+        })
+        .json();
+    assert_eq!(first["trigger"], "interval", "{first}");
+    assert_eq!(first["frame"]["width"], 640, "{first}");
+    assert!(!first["text"].as_str().unwrap().is_empty(), "{first}");
+    sub.publish("lookout/default/describe/set", "PRESS");
+    sub.wait("a description on demand", T, |m| {
+        m.topic == "lookout/default/description" && m.json()["trigger"] == "on_demand"
+    });
+    assert!(
+        home.join(".local/state/lookout/outbox").is_dir(),
+        "the outbox under $HOME"
+    );
+    assert!(daemon.term().success());
+}

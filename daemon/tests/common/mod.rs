@@ -51,7 +51,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for_port(port: u16, timeout: Duration) {
+pub fn wait_for_port(port: u16, timeout: Duration) {
     let until = Instant::now() + timeout;
     while Instant::now() < until {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -374,14 +374,16 @@ impl Daemon {
     ) -> Daemon {
         let config_path = dir.join("lookout.toml");
         std::fs::write(&config_path, config).unwrap();
+        cmd.arg("run").arg("--config").arg(&config_path);
+        Daemon::spawn(dir, cmd, env)
+    }
+
+    /// Runs `cmd` (a whole `lookout` command line) with its log in `dir`.
+    pub fn spawn(dir: &Path, mut cmd: Command, env: &[(&str, &str)]) -> Daemon {
         let n = std::fs::read_dir(dir).unwrap().count();
         let log = dir.join(format!("lookout-{n}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(stderr);
+        cmd.stdout(Stdio::null()).stderr(stderr);
         cmd.env("RUST_LOG", "debug")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM");
