@@ -43,6 +43,14 @@ pub fn model_dir() -> PathBuf {
         .expect("the tiny fixture model is in models/fixtures")
 }
 
+/// Whether this host has a `/dev/video*` node, which `lookout run` with no `[[camera]]` would use.
+pub fn host_has_video_nodes() -> bool {
+    std::fs::read_dir("/dev")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("video"))
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
