@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -176,22 +177,36 @@ fn broker_refusing_credentials_is_a_clear_error() {
     }
 }
 
+/// A mosquitto with a plain listener (its `port`, for the test's own subscriber) and a TLS one on
+/// the returned port, serving the certificates [`make_certs`] made in `dir`. `settings` come last,
+/// so that per-listener ones (`require_certificate`) apply to the TLS listener.
+fn tls_broker(dir: &Path, settings: &str) -> (Mosquitto, u16) {
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let d = dir.display();
+    let broker = Mosquitto::with_conf(
+        dir,
+        plain_port,
+        format!(
+            "listener {plain_port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n{settings}"
+        ),
+    );
+    (broker, tls_port)
+}
+
 #[test]
 fn tls_with_username_and_password() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());
     let passwords = dir.path().join("passwd");
     password_file(&passwords, "lookout", "s3cret");
-    let (tls_port, plain_port) = (free_port(), free_port());
-    let d = dir.path().display();
-    let broker = Mosquitto::with_conf(
+    let (broker, tls_port) = tls_broker(
         dir.path(),
-        plain_port,
-        format!(
-            "allow_anonymous false\npassword_file {}\nlistener {plain_port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
+        &format!(
+            "allow_anonymous false\npassword_file {}\n",
             passwords.display()
         ),
     );
+    let d = dir.path().display();
     for protocol in ["5", "3.1.1"] {
         let sub = Subscriber::connect(broker.port, Some(("lookout", "s3cret")));
         let cfg = config(
@@ -241,15 +256,11 @@ fn tls_with_username_and_password() {
 fn tls_with_a_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());
-    let (tls_port, plain_port) = (free_port(), free_port());
-    let d = dir.path().display();
-    let broker = Mosquitto::with_conf(
+    let (broker, tls_port) = tls_broker(
         dir.path(),
-        plain_port,
-        format!(
-            "allow_anonymous true\nlistener {plain_port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate true\n"
-        ),
+        "allow_anonymous true\nrequire_certificate true\n",
     );
+    let d = dir.path().display();
     let sub = Subscriber::connect(broker.port, None);
     let cameras = testsrc_camera("cam", "interval = 1\nscene_change = 0");
     let tls = format!("url = \"mqtts://localhost:{tls_port}\"\nca = \"{d}/ca.pem\"");

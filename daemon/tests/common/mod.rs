@@ -557,7 +557,8 @@ pub fn password_file(path: &Path, user: &str, password: &str) {
     assert!(status.success());
 }
 
-/// A CA and a server certificate for localhost/127.0.0.1, made with the openssl CLI.
+/// A CA, a server certificate for localhost/127.0.0.1 and a client certificate (for brokers that
+/// require one: mutual TLS), made with the openssl CLI.
 pub fn make_certs(dir: &Path) {
     require("openssl", "openssl");
     let run = |args: &[&str]| {
@@ -587,73 +588,48 @@ pub fn make_certs(dir: &Path) {
         "-subj",
         "/CN=lookout-test-ca",
     ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
+    // `name`.key and `name`.pem, signed by the CA, with the extensions in `extensions`.
+    let signed = |name: &str, subject: &str, extensions: &str| {
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        write(&dir.join(&ext), extensions);
+        run(&[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", subject,
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    };
+    signed(
+        "server",
         "/CN=localhost",
-    ]);
-    write(
-        &dir.join("san.ext"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
     );
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    // A client certificate from the same CA, for brokers that require one (mutual TLS).
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "client.key",
-        "-out",
-        "client.csr",
-        "-subj",
+    signed(
+        "client",
         "/CN=lookout-client",
-    ]);
-    write(&dir.join("client.ext"), "extendedKeyUsage=clientAuth\n");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "client.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "client.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "client.ext",
-    ]);
+        "extendedKeyUsage=clientAuth\n",
+    );
 }
 
-/// A V4L2 camera without a kernel driver: `fake_v4l2.c` built as a preload library into `dir`.
 /// Builds `tests/common/NAME.c` into the preload library `dir/libNAME.so` with the host's C
 /// compiler.
 pub fn build_preload(dir: &Path, name: &str) -> PathBuf {
