@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::camera::{CameraShared, supervisor};
-use crate::config::{Broker, Config, DEFAULT_OUTBOX_MAX_BYTES, ModelSource};
+use crate::config::{Broker, Config, DEFAULT_MODEL_DIR, DEFAULT_OUTBOX_MAX_BYTES, ModelSource};
 use crate::jobs::{Job, JobKind, JobQueue, JobResult};
 use crate::mqtt::Topics;
 use crate::mqtt::session::{Control, Session, SessionParts};
@@ -123,7 +123,7 @@ async fn run_async(config_file: Option<PathBuf>, config: Config) -> anyhow::Resu
                 });
                 tokio::select! {
                     r = download => r.context("the download task failed")?
-                        .with_context(|| format!("model.id: cannot download {what}"))?,
+                        .map_err(|e| download_failed(&what, e))?,
                     _ = sigterm.recv() => { log::info!("stopped while downloading the model"); return Ok(()) }
                     _ = sigint.recv() => { log::info!("stopped while downloading the model"); return Ok(()) }
                 }
@@ -237,6 +237,16 @@ async fn run_async(config_file: Option<PathBuf>, config: Config) -> anyhow::Resu
     stop_generation(generation, &queue, true).await?;
     log::info!("stopped");
     Ok(())
+}
+
+/// The first start could not fetch the model: the cause, then what else a user (often on a box
+/// that is offline on purpose) can do.
+fn download_failed(what: &str, cause: anyhow::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "model.id: cannot download {what}: {cause:#}\n(no model is installed: put a checkpoint \
+         directory at {DEFAULT_MODEL_DIR}, or name one with [model] path or $LOOKOUT_MODEL; an \
+         offline box can point [model] hub_url at a local mirror)"
+    )
 }
 
 /// Answers the questions that were still queued at shutdown, through the outbox like any answer;

@@ -119,7 +119,9 @@ fn model_is_downloaded_once_and_resumes_after_a_cut() {
     assert!(!status.success());
     let log = first.log_text();
     assert!(
-        log.contains("model.id: cannot download") && log.contains("model.safetensors"),
+        log.contains("model.id: cannot download")
+            && log.contains("model.safetensors")
+            && log.contains("[model] path"),
         "{log}"
     );
     assert!(model_dir.join("config.json").is_file());
