@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -196,7 +197,7 @@ fn descriptions_discovery_commands_and_clean_stop() {
         .filter(|m| m.json()["state"] == "online")
         .count();
     sub.publish("lookout/yard/enabled/set", "ON");
-    let until = std::time::Instant::now() + T;
+    let until = deadline(T);
     while ons(&sub) <= ons_before {
         assert!(
             std::time::Instant::now() < until,
@@ -204,7 +205,7 @@ fn descriptions_discovery_commands_and_clean_stop() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let until = std::time::Instant::now() + T;
+    let until = deadline(T);
     while sub
         .on("lookout/yard/status")
         .iter()
@@ -348,9 +349,21 @@ fn embedded_broker_and_systemd_notify() {
     let port = free_port();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    // Read the socket all along, as systemd does: its queue holds only a few datagrams
+    // (net.unix.max_dgram_qlen, 10 by default), and a full one blocks the sender.
+    let notes = Arc::new(Mutex::new(String::new()));
+    {
+        let notes = notes.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let mut notes = notes.lock().unwrap();
+                notes.push_str(&String::from_utf8_lossy(&buf[..n]));
+                notes.push('\n');
+            }
+        });
+    }
+    let notes_now = || notes.lock().unwrap().clone();
     let cfg = config(
         dir.path(),
         &format!("listen = \"127.0.0.1:{port}\""),
@@ -364,20 +377,17 @@ fn embedded_broker_and_systemd_notify() {
             ("WATCHDOG_USEC", "1000000"),
         ],
     );
-    let mut notes = String::new();
-    let mut buf = [0u8; 4096];
-    let until = std::time::Instant::now() + T;
-    while !(notes.contains("READY=1") && notes.contains("WATCHDOG=1")) {
+    let until = deadline(T);
+    while !(notes_now().contains("READY=1") && notes_now().contains("WATCHDOG=1")) {
         assert!(
             std::time::Instant::now() < until,
-            "no READY=1 and WATCHDOG=1: {notes:?}\n{}",
+            "no READY=1 and WATCHDOG=1: {:?}\n{}",
+            notes_now(),
             daemon.log_text()
         );
-        if let Ok(n) = socket.recv(&mut buf) {
-            notes.push_str(&String::from_utf8_lossy(&buf[..n]));
-            notes.push('\n');
-        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let notes = notes_now();
     assert!(notes.contains("STATUS="), "{notes}");
 
     let sub = Subscriber::connect(port, None);
@@ -388,9 +398,12 @@ fn embedded_broker_and_systemd_notify() {
         m.topic == "lookout/available" && m.text() == "online"
     });
     assert!(daemon.term().success());
-    while let Ok(n) = socket.recv(&mut buf) {
-        notes.push_str(&String::from_utf8_lossy(&buf[..n]));
+    // Sent before the exit; the reader thread may take a moment to pick it up.
+    let until = deadline(Duration::from_secs(5));
+    while !notes_now().contains("STOPPING=1") && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let notes = notes_now();
     assert!(notes.contains("STOPPING=1"), "{notes}");
 }
 

@@ -36,6 +36,14 @@ pub fn lookout_command() -> Command {
     }
 }
 
+/// When a wait of `timeout` gives up. Under an emulator (`LOOKOUT_TEST_RUNNER`, qemu-user for the
+/// ARM builds) the model runs about 50 times slower than natively, so every wait is 5 times
+/// longer there: a wait guards against a hang, it does not measure speed.
+pub fn deadline(timeout: Duration) -> Instant {
+    let emulated = std::env::var_os("LOOKOUT_TEST_RUNNER").is_some_and(|r| !r.is_empty());
+    Instant::now() + if emulated { timeout * 5 } else { timeout }
+}
+
 pub fn model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models/fixtures/minicpmv46-tiny-16x")
@@ -60,7 +68,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn wait_for_port(port: u16, timeout: Duration) {
-    let until = Instant::now() + timeout;
+    let until = deadline(timeout);
     while Instant::now() < until {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
@@ -254,7 +262,7 @@ impl Subscriber {
         timeout: Duration,
         pred: impl Fn(&Msg) -> bool,
     ) -> Msg {
-        let until = Instant::now() + timeout;
+        let until = deadline(timeout);
         loop {
             if let Some(m) = self.all().into_iter().skip(seen).find(|m| pred(m)) {
                 return m;
@@ -270,7 +278,7 @@ impl Subscriber {
 
     /// Waits until at least `n` messages on `topic`.
     pub fn wait_count(&self, topic: &str, n: usize, timeout: Duration) -> Vec<Msg> {
-        let until = Instant::now() + timeout;
+        let until = deadline(timeout);
         loop {
             let got = self.on(topic);
             if got.len() >= n {
@@ -316,7 +324,7 @@ pub fn ask_v5(
     let mut options = Options5::new(format!("e2e-asker-{}", free_port()), "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(5));
     let (client, mut connection) = Client5::new(options, 16);
-    let until = Instant::now() + timeout;
+    let until = deadline(timeout);
     let mut asked = false;
     for event in connection.iter() {
         assert!(
@@ -410,7 +418,7 @@ impl Daemon {
     }
 
     pub fn wait_log(&self, what: &str, timeout: Duration) {
-        let until = Instant::now() + timeout;
+        let until = deadline(timeout);
         while !self.log_text().contains(what) {
             assert!(
                 Instant::now() < until,
@@ -464,7 +472,7 @@ impl Drop for Daemon {
 }
 
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let until = Instant::now() + timeout;
+    let until = deadline(timeout);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
