@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -344,26 +343,10 @@ fn sighup_reloads_cameras_and_mqtt_without_reloading_the_model() {
 /// STATUS=, STOPPING=1.
 #[test]
 fn embedded_broker_and_systemd_notify() {
-    use std::os::unix::net::UnixDatagram;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    // Read the socket all along, as systemd does: its queue holds only a few datagrams
-    // (net.unix.max_dgram_qlen, 10 by default), and a full one blocks the sender.
-    let notes = Arc::new(Mutex::new(String::new()));
-    {
-        let notes = notes.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = socket.recv(&mut buf) {
-                let mut notes = notes.lock().unwrap();
-                notes.push_str(&String::from_utf8_lossy(&buf[..n]));
-                notes.push('\n');
-            }
-        });
-    }
-    let notes_now = || notes.lock().unwrap().clone();
+    let notify = NotifySocket::bind(&socket_path);
     let cfg = config(
         dir.path(),
         &format!("listen = \"127.0.0.1:{port}\""),
@@ -377,17 +360,9 @@ fn embedded_broker_and_systemd_notify() {
             ("WATCHDOG_USEC", "1000000"),
         ],
     );
-    let until = deadline(T);
-    while !(notes_now().contains("READY=1") && notes_now().contains("WATCHDOG=1")) {
-        assert!(
-            std::time::Instant::now() < until,
-            "no READY=1 and WATCHDOG=1: {:?}\n{}",
-            notes_now(),
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let notes = notes_now();
+    notify.wait_for("READY=1", T, &daemon);
+    notify.wait_for("WATCHDOG=1", T, &daemon);
+    let notes = notify.text();
     assert!(notes.contains("STATUS="), "{notes}");
 
     let sub = Subscriber::connect(port, None);
@@ -399,12 +374,7 @@ fn embedded_broker_and_systemd_notify() {
     });
     assert!(daemon.term().success());
     // Sent before the exit; the reader thread may take a moment to pick it up.
-    let until = deadline(Duration::from_secs(5));
-    while !notes_now().contains("STOPPING=1") && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let notes = notes_now();
-    assert!(notes.contains("STOPPING=1"), "{notes}");
+    notify.wait_for("STOPPING=1", Duration::from_secs(5), &daemon);
 }
 
 /// The README's first command: `lookout run` with no file. With no /dev/video* that is the test

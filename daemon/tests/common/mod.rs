@@ -366,6 +366,48 @@ pub fn ask_v5(
     panic!("MQTT 5 asker: connection closed")
 }
 
+/// A `NOTIFY_SOCKET` for `lookout run`, read all along as systemd does: its queue holds only a
+/// few datagrams (net.unix.max_dgram_qlen, 10 by default), and a full one blocks the sender.
+pub struct NotifySocket {
+    notes: Arc<Mutex<String>>,
+}
+
+impl NotifySocket {
+    pub fn bind(path: &Path) -> NotifySocket {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        let notes = Arc::new(Mutex::new(String::new()));
+        let sink = notes.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let mut notes = sink.lock().unwrap();
+                notes.push_str(&String::from_utf8_lossy(&buf[..n]));
+                notes.push('\n');
+            }
+        });
+        NotifySocket { notes }
+    }
+
+    /// Every notification so far, one datagram per line.
+    pub fn text(&self) -> String {
+        self.notes.lock().unwrap().clone()
+    }
+
+    /// Waits until `what` (such as `READY=1`) has been sent by `daemon`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, daemon: &Daemon) {
+        let until = deadline(timeout);
+        while !self.text().contains(what) {
+            assert!(
+                Instant::now() < until,
+                "no {what}: {:?}\n{}",
+                self.text(),
+                daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// The `lookout run` process with its stderr captured to a file.
 pub struct Daemon {
     pub child: Option<Child>,
