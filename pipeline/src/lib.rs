@@ -1,3 +1,4 @@
+pub mod detect;
 pub mod embedding;
 pub mod engine;
 pub mod graph;
@@ -12,3 +13,4 @@ pub mod sampler;
 mod testing;
 pub mod threads;
 pub mod tokenizer;
+pub mod track;
