@@ -14,7 +14,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use super::labels::{self, LabelSource};
-use super::layout::{self, Layout, LayoutKind, OutputShape};
+use super::layout::{self, Hints, Layout, LayoutKind, OutputShape};
 use super::letterbox::{LetterboxGeometry, letterbox, resize_linear, to_nchw};
 use super::nms::Candidate;
 use super::{Detection, DetectorError, Thresholds, detr, end_to_end, yolo};
@@ -140,6 +140,9 @@ impl Detector {
                 })
         };
         let names = metadata("names");
+        let hints = Hints {
+            ultralytics: metadata("task").is_some(),
+        };
 
         let compile_error = |e: TractError| DetectorError::Compile {
             path: path.to_path_buf(),
@@ -155,11 +158,12 @@ impl Detector {
             path: path.to_path_buf(),
             what,
         })?;
-        let layout =
-            layout::recognise(&outputs, options.layout).map_err(|what| DetectorError::Layout {
+        let layout = layout::recognise(&outputs, hints, options.layout).map_err(|what| {
+            DetectorError::Layout {
                 path: path.to_path_buf(),
                 what,
-            })?;
+            }
+        })?;
         // End-to-end rows carry class ids, not one score per class: the names say how many.
         let classes = match layout.classes {
             Some(n) => n,

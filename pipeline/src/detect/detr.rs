@@ -21,12 +21,12 @@ pub fn decode(
         .chunks_exact(4)
         .zip(logits.chunks_exact(classes))
         .filter_map(|(b, l)| {
-            let (class_id, logit) = l
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (c, &v)| {
-                    if v > best.1 { (c, v) } else { best }
-                });
+            let (class_id, logit) =
+                l.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (c, &v)| {
+                        if v > best.1 { (c, v) } else { best }
+                    });
             let score = 1.0 / (1.0 + (-logit).exp());
             if score.is_nan() || score <= t.min_score {
                 return None;

@@ -70,11 +70,25 @@ impl fmt::Display for OutputShape {
     }
 }
 
-/// Recognises the layout, or says why not. `forced` (the config's `layout`) settles the one
-/// real ambiguity: a one-class YOLOv5 export is `[1, anchors, 6]`, which reads as end-to-end.
-pub fn recognise(outputs: &[OutputShape], forced: Option<LayoutKind>) -> Result<Layout, String> {
+/// What the ONNX metadata says about the exporter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hints {
+    /// Ultralytics (YOLOv8 and later) wrote it: it sets `task`, and its heads are channels
+    /// first. Without this, a small input makes `[1, 4 + classes, anchors]` look like YOLOv5's
+    /// `[1, anchors, 5 + classes]` (80 classes at 64x64 is `[1, 84, 84]`).
+    pub ultralytics: bool,
+}
+
+/// Recognises the layout, or says why not. `forced` (the config's `layout`) settles what the
+/// shapes and hints cannot: a one-class YOLOv5 export is `[1, anchors, 6]`, which reads as
+/// end-to-end.
+pub fn recognise(
+    outputs: &[OutputShape],
+    hints: Hints,
+    forced: Option<LayoutKind>,
+) -> Result<Layout, String> {
     let layout = match outputs {
-        [only] => single(only, forced),
+        [only] => single(only, hints, forced),
         [a, b] if forced.is_none_or(|k| k == LayoutKind::Detr) => detr(a, b),
         _ => None,
     };
@@ -88,12 +102,13 @@ pub fn recognise(outputs: &[OutputShape], forced: Option<LayoutKind>) -> Result<
     })
 }
 
-fn single(output: &OutputShape, forced: Option<LayoutKind>) -> Option<Layout> {
+fn single(output: &OutputShape, hints: Hints, forced: Option<LayoutKind>) -> Option<Layout> {
     let &[1, rows, cols] = output.shape.as_slice() else {
         return None;
     };
     let kind = match forced {
         Some(kind) => kind,
+        None if hints.ultralytics && rows > 4 && cols != 6 => LayoutKind::Yolov8,
         None if cols == 6 => LayoutKind::EndToEnd,
         // Channels first, far fewer channels than anchors.
         None if rows > 4 && rows < cols => LayoutKind::Yolov8,
@@ -153,7 +168,7 @@ mod tests {
     }
 
     fn kind(outputs: &[OutputShape]) -> Result<(LayoutKind, Option<usize>), String> {
-        recognise(outputs, None).map(|l| (l.kind, l.classes))
+        recognise(outputs, Hints::default(), None).map(|l| (l.kind, l.classes))
     }
 
     #[test]
@@ -172,6 +187,7 @@ mod tests {
         );
         let detr = recognise(
             &[out("dets", &[1, 300, 4]), out("labels", &[1, 300, 91])],
+            Hints::default(),
             None,
         )
         .unwrap();
@@ -181,6 +197,7 @@ mod tests {
         );
         let swapped = recognise(
             &[out("logits", &[1, 300, 80]), out("boxes", &[1, 300, 4])],
+            Hints::default(),
             None,
         )
         .unwrap();
@@ -191,7 +208,7 @@ mod tests {
     fn one_class_yolov5_needs_the_layout_key() {
         let o = [out("output0", &[1, 252, 6])];
         assert_eq!(kind(&o), Ok((LayoutKind::EndToEnd, None)));
-        let forced = recognise(&o, Some(LayoutKind::Yolov5)).unwrap();
+        let forced = recognise(&o, Hints::default(), Some(LayoutKind::Yolov5)).unwrap();
         assert_eq!((forced.kind, forced.classes), (LayoutKind::Yolov5, Some(1)));
     }
 
@@ -204,6 +221,25 @@ mod tests {
         );
         let err = kind(&[out("a", &[1, 10, 4]), out("b", &[1, 12, 3])]).unwrap_err();
         assert!(err.contains("a [1, 10, 4], b [1, 12, 3]"), "{err}");
-        assert!(recognise(&[out("output0", &[1, 7, 6])], Some(LayoutKind::Detr)).is_err());
+        assert!(
+            recognise(
+                &[out("output0", &[1, 7, 6])],
+                Hints::default(),
+                Some(LayoutKind::Detr)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn ultralytics_metadata_settles_square_heads() {
+        let square = [out("output0", &[1, 84, 84])];
+        assert_eq!(kind(&square), Ok((LayoutKind::Yolov5, Some(79))));
+        let ultralytics = Hints { ultralytics: true };
+        let l = recognise(&square, ultralytics, None).unwrap();
+        assert_eq!((l.kind, l.classes), (LayoutKind::Yolov8, Some(80)));
+        let nms = [out("output0", &[1, 300, 6])];
+        let l = recognise(&nms, ultralytics, None).unwrap();
+        assert_eq!(l.kind, LayoutKind::EndToEnd);
     }
 }
