@@ -3,6 +3,7 @@
 mod bench;
 mod check_config;
 mod describe;
+mod detect;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Describe an image, or chat without one, with a local model.
     Describe(describe::DescribeArgs),
+    /// Find objects in an image with an ONNX detector.
+    Detect(detect::DetectArgs),
     /// Measure load time, peak memory, prefill and decode speed of a model.
     Bench(bench::BenchArgs),
     /// Run the daemon: cameras in, descriptions and answers out over MQTT.
@@ -33,6 +36,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Describe(args) => describe::run(args),
+        Command::Detect(args) => detect::run(args),
         Command::Run(args) => run::run(args),
         Command::CheckConfig(args) => check_config::run(args),
         Command::Bench(args) => bench::run(args),
