@@ -16,7 +16,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::camera::{CameraShared, supervisor};
-use crate::config::{Broker, Config, DEFAULT_MODEL_DIR, DEFAULT_OUTBOX_MAX_BYTES, ModelSource};
+use crate::config::{
+    Broker, CameraConfig, Config, DEFAULT_MODEL_DIR, DEFAULT_OUTBOX_MAX_BYTES, ModelSource,
+};
+use crate::detection::slot::FrameSlot;
 use crate::jobs::{Job, JobKind, JobQueue, JobResult};
 use crate::mqtt::Topics;
 use crate::mqtt::session::{Control, Session, SessionParts};
@@ -191,15 +194,14 @@ async fn run_async(config_file: Option<PathBuf>, config: Config) -> anyhow::Resu
                         if new.broker() != config.broker() && embedded.is_some() {
                             log::warn!("the embedded broker keeps listening on {}: restart to change it", embedded.unwrap_or_else(|| crate::config::DEFAULT_LISTEN.parse().expect("constant")));
                         }
-                        let removed: Vec<String> = config.cameras.iter().map(|c| c.name.clone())
-                            .filter(|n| !new.cameras.iter().any(|c| &c.name == n)).collect();
+                        let previous = config.cameras.clone();
                         // Moving to another broker or topic prefix leaves `stopped` on the old
                         // availability topic, or whatever watches it there sees lookout online forever.
                         let moved = new.broker() != config.broker()
                             || new.mqtt.topic_prefix != config.mqtt.topic_prefix;
                         parts = stop_generation(generation, &queue, moved).await?;
                         config = new;
-                        generation = start_generation(&config, &queue, parts, &main_loop, removed)?;
+                        generation = start_generation(&config, &queue, parts, &main_loop, previous)?;
                         *health.cameras.lock().unwrap_or_else(|p| p.into_inner()) = generation.cameras.clone();
                         log::info!("reloaded: {} camera(s)", generation.cameras.len());
                     }
@@ -272,15 +274,33 @@ fn start_generation(
     queue: &Arc<JobQueue>,
     parts: SessionParts,
     main_loop: &Arc<AtomicU64>,
-    removed: Vec<String>,
+    previous: Vec<CameraConfig>,
 ) -> anyhow::Result<Generation> {
     let (status_tx, status_rx) = mpsc::channel(64);
+    let (detection_tx, detection_rx) = mpsc::channel(64);
     let mut cameras = BTreeMap::new();
     let mut threads = Vec::new();
     for camera in &config.cameras {
         let shared = CameraShared::new(camera.clone());
+        let slot = match &camera.detect {
+            Some(detect) => {
+                let slot = Arc::new(FrameSlot::default());
+                threads.push(
+                    crate::detection::worker::spawn(
+                        shared.clone(),
+                        detect.clone(),
+                        slot.clone(),
+                        queue.clone(),
+                        detection_tx.clone(),
+                    )
+                    .context("starting a detector thread")?,
+                );
+                Some(slot)
+            }
+            None => None,
+        };
         threads.push(
-            supervisor::spawn(shared.clone(), queue.clone(), status_tx.clone())
+            supervisor::spawn(shared.clone(), queue.clone(), status_tx.clone(), slot)
                 .context("starting a camera thread")?,
         );
         cameras.insert(camera.name.clone(), shared);
@@ -297,12 +317,13 @@ fn start_generation(
         crate::discovery::node_id(&config.client_id()),
         client,
         cameras.clone(),
-        removed,
+        previous,
         queue.clone(),
         parts.outbox,
         main_loop.clone(),
     );
-    let session = tokio::spawn(session.run(conn_rx, status_rx, parts.results, control_rx));
+    let session =
+        tokio::spawn(session.run(conn_rx, status_rx, parts.results, detection_rx, control_rx));
     Ok(Generation {
         cameras,
         threads,
@@ -358,6 +379,11 @@ pub fn check(file: &Path) -> anyhow::Result<String> {
         if let Ok(source) = crate::camera::source::Source::parse(&camera.source) {
             crate::camera::gst::check_elements(&source)
                 .map_err(|e| anyhow::anyhow!("camera[{i}].source: {e}"))?;
+        }
+        // `run` keeps a camera whose detector cannot load describing; here it is an error.
+        if let Some(detect) = &camera.detect {
+            crate::detection::worker::load_detector(detect)
+                .map_err(|e| anyhow::anyhow!("camera[{i}].detect.model: {e:#}"))?;
         }
     }
     let broker = match config.broker() {

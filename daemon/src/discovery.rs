@@ -162,24 +162,81 @@ impl Discovery<'_> {
                 "device_class": "connectivity",
             }),
         );
+        if let Some(detect) = &camera.detect {
+            add(
+                "sensor",
+                "detector",
+                &format!("{c} detector"),
+                json!({
+                    "state_topic": t("detector"),
+                    "value_template": "{{ value_json.state }}",
+                    "json_attributes_topic": t("detector"),
+                    "entity_category": "diagnostic",
+                    "icon": "mdi:target",
+                }),
+            );
+            let occupied = "{{ 'ON' if (value | int(0)) > 0 else 'OFF' }}";
+            for label in &detect.labels {
+                add(
+                    "binary_sensor",
+                    &format!("{label}_occupancy"),
+                    &format!("{c} {label} occupancy"),
+                    json!({
+                        "state_topic": t(label),
+                        "value_template": occupied,
+                        "device_class": "occupancy",
+                    }),
+                );
+                add(
+                    "sensor",
+                    &format!("{label}_count"),
+                    &format!("{c} {label} count"),
+                    json!({
+                        "state_topic": t(label),
+                        "state_class": "measurement",
+                        "unit_of_measurement": "objects",
+                        "icon": "mdi:counter",
+                    }),
+                );
+                add(
+                    "image",
+                    &format!("{label}_snapshot"),
+                    &format!("{c} {label} snapshot"),
+                    json!({ "image_topic": t(&format!("{label}/snapshot")), "content_type": "image/jpeg" }),
+                );
+            }
+            for zone in &detect.zones {
+                for label in detect
+                    .labels
+                    .iter()
+                    .filter(|l| zone.labels.is_empty() || zone.labels.contains(l))
+                {
+                    let leaf = format!("{}/{label}", zone.name);
+                    add(
+                        "binary_sensor",
+                        &format!("{}_{label}_occupancy", zone.name),
+                        &format!("{c} {} {label} occupancy", zone.name),
+                        json!({
+                            "state_topic": t(&leaf),
+                            "value_template": occupied,
+                            "device_class": "occupancy",
+                        }),
+                    );
+                    add(
+                        "sensor",
+                        &format!("{}_{label}_count", zone.name),
+                        &format!("{c} {} {label} count", zone.name),
+                        json!({
+                            "state_topic": t(&leaf),
+                            "state_class": "measurement",
+                            "unit_of_measurement": "objects",
+                            "icon": "mdi:counter",
+                        }),
+                    );
+                }
+            }
+        }
         out
-    }
-
-    /// Empty retained payloads that remove a camera's entities (camera removed on reload).
-    pub fn remove_camera(&self, camera: &str) -> Vec<String> {
-        [
-            ("sensor", "description"),
-            ("event", "described"),
-            ("image", "snapshot"),
-            ("button", "describe"),
-            ("switch", "enabled"),
-            ("text", "ask"),
-            ("sensor", "answer"),
-            ("binary_sensor", "status"),
-        ]
-        .iter()
-        .map(|(component, object)| self.config_topic(component, camera, object))
-        .collect()
     }
 }
 
@@ -223,6 +280,35 @@ mod tests {
                 assert!(!v[key].is_null(), "{topic} lacks {key}");
             }
         }
-        assert_eq!(d.remove_camera("porch").len(), 8);
+
+        // Detection adds a detector sensor, and per label (and zone) occupancy, count and
+        // snapshot entities.
+        let mut detect = crate::config::detect::DetectConfig {
+            labels: vec!["person".into(), "car".into()],
+            ..Default::default()
+        };
+        detect.zones.push(crate::config::detect::ZoneConfig {
+            name: "driveway".into(),
+            points: vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]],
+            labels: vec!["car".into()],
+            ..Default::default()
+        });
+        let cam = CameraConfig {
+            detect: Some(detect),
+            ..cam
+        };
+        let msgs = d.camera(&cam);
+        assert_eq!(msgs.len(), 8 + 1 + 2 * 3 + 2);
+        let find = |suffix: &str| -> Value {
+            let (_, p) = msgs.iter().find(|(t, _)| t.ends_with(suffix)).unwrap();
+            serde_json::from_str(p).unwrap()
+        };
+        let occupancy = find("binary_sensor/lookout-host_lan/porch_driveway_car_occupancy/config");
+        assert_eq!(occupancy["state_topic"], "lookout/porch/driveway/car");
+        assert_eq!(occupancy["device_class"], "occupancy");
+        let count = find("sensor/lookout-host_lan/porch_person_count/config");
+        assert_eq!(count["state_topic"], "lookout/porch/person");
+        let image = find("image/lookout-host_lan/porch_car_snapshot/config");
+        assert_eq!(image["image_topic"], "lookout/porch/car/snapshot");
     }
 }

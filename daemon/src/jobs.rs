@@ -7,7 +7,7 @@
 //! an old frame late is worse than describing the current one. Inference is blocking CPU work, so
 //! it runs on a plain thread, never on the async runtime.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -27,6 +27,19 @@ pub enum Trigger {
     },
     /// `describe/set` or the Home Assistant button.
     OnDemand,
+    /// A new tracked object, described at first sight.
+    Object(ObjectTrigger),
+}
+
+/// What a first-sight description is about, and how to ask for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectTrigger {
+    /// The tracked object's id (as in `events`).
+    pub object_id: String,
+    pub label: String,
+    /// The camera's per-label prompt, placeholders filled in.
+    pub prompt: String,
+    pub max_tokens: usize,
 }
 
 impl Trigger {
@@ -35,6 +48,7 @@ impl Trigger {
             Trigger::Interval => "interval",
             Trigger::SceneChange { .. } => "scene_change",
             Trigger::OnDemand => "on_demand",
+            Trigger::Object(_) => "object",
         }
     }
 }
@@ -73,7 +87,40 @@ pub struct JobResult {
 struct State {
     on_demand: VecDeque<Job>,
     triggered: VecDeque<Job>,
+    /// First-sight descriptions queued or running, per camera: scene-change descriptions of
+    /// that camera wait for none of them, they are skipped (the object's text says more).
+    object_jobs: HashMap<String, usize>,
     closed: bool,
+}
+
+/// What became of a triggered description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    Queued,
+    /// It took the place of the camera's stale queued one.
+    Replaced,
+    /// A scene change while a first-sight description of the camera is queued or running.
+    Skipped,
+    /// lookout is stopping.
+    Closed,
+}
+
+fn is_object_job(job: &Job) -> bool {
+    matches!(
+        &job.kind,
+        JobKind::Describe {
+            trigger: Trigger::Object(_)
+        }
+    )
+}
+
+fn is_scene_change(job: &Job) -> bool {
+    matches!(
+        &job.kind,
+        JobKind::Describe {
+            trigger: Trigger::SceneChange { .. }
+        }
+    )
 }
 
 pub struct JobQueue {
@@ -108,12 +155,14 @@ impl JobQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a triggered description, replacing the camera's queued one. Returns whether a stale
-    /// job was replaced.
-    pub fn submit_trigger(&self, job: Job) -> bool {
+    /// Queues a triggered description, replacing the camera's queued one.
+    pub fn submit_trigger(&self, job: Job) -> Submitted {
         let mut s = self.lock();
         if s.closed {
-            return false;
+            return Submitted::Closed;
+        }
+        if is_scene_change(&job) && s.object_jobs.get(&job.camera.name).is_some_and(|n| *n > 0) {
+            return Submitted::Skipped;
         }
         let replaced = match s
             .triggered
@@ -131,7 +180,11 @@ impl JobQueue {
         };
         drop(s);
         self.ready.notify_one();
-        replaced
+        if replaced {
+            Submitted::Replaced
+        } else {
+            Submitted::Queued
+        }
     }
 
     /// Queues an on-demand job; gives it back when the queue is full or closed.
@@ -139,6 +192,13 @@ impl JobQueue {
         let mut s = self.lock();
         if s.closed || s.on_demand.len() >= self.capacity {
             return Err(Box::new(job));
+        }
+        if is_object_job(&job) {
+            *s.object_jobs.entry(job.camera.name.clone()).or_default() += 1;
+            // A scene-change description already waiting would say less, later.
+            let camera = job.camera.name.clone();
+            s.triggered
+                .retain(|j| !(j.camera.name == camera && is_scene_change(j)));
         }
         s.on_demand.push_back(job);
         drop(s);
@@ -149,6 +209,16 @@ impl JobQueue {
     /// Drops a camera's queued triggered job (camera disabled or removed).
     pub fn forget_camera(&self, camera: &str) {
         self.lock().triggered.retain(|j| j.camera.name != camera);
+    }
+
+    /// A job handed out by [`JobQueue::pop`] is done (or was never run).
+    pub fn finished(&self, job: &Job) {
+        if is_object_job(job) {
+            let mut s = self.lock();
+            if let Some(n) = s.object_jobs.get_mut(&job.camera.name) {
+                *n = n.saturating_sub(1);
+            }
+        }
     }
 
     /// Blocks for the next job; `None` once closed.
@@ -265,6 +335,7 @@ fn serve(
             });
         queue.busy_since.store(0, Ordering::Relaxed);
         queue.completed.fetch_add(1, Ordering::Relaxed);
+        queue.finished(&result.job);
         // blocking_send: the session drains quickly; a closed channel means shutdown.
         if results.blocking_send(result).is_err() {
             break;
@@ -274,9 +345,16 @@ fn serve(
 
 fn run_job(engine: &Engine, job: Job, cancel: &Cancel) -> JobResult {
     let started = Instant::now();
-    let (prompt, trigger) = match &job.kind {
-        JobKind::Describe { trigger } => (job.camera.prompt.clone(), Some(trigger.name())),
-        JobKind::Ask { question, .. } => (question.clone(), None),
+    let (prompt, max_tokens, trigger) = match &job.kind {
+        JobKind::Describe {
+            trigger: Trigger::Object(object),
+        } => (object.prompt.clone(), object.max_tokens, Some("object")),
+        JobKind::Describe { trigger } => (
+            job.camera.prompt.clone(),
+            job.camera.max_tokens,
+            Some(trigger.name()),
+        ),
+        JobKind::Ask { question, .. } => (question.clone(), job.camera.max_tokens, None),
     };
     let image = lookout_pipeline::image::RgbImage::from_raw_rgb(
         job.frame.width,
@@ -290,7 +368,7 @@ fn run_job(engine: &Engine, job: Job, cancel: &Cancel) -> JobResult {
                 prompt,
                 image: Some(image),
                 max_slices: job.camera.max_slices,
-                max_tokens: job.camera.max_tokens,
+                max_tokens,
                 sampling: SamplingParams::default(),
                 cancel: cancel.clone(),
             };
@@ -363,24 +441,17 @@ mod tests {
     #[test]
     fn on_demand_first_and_triggers_replace() {
         let q = JobQueue::new(2);
-        assert!(!q.submit_trigger(job(
-            "a",
-            JobKind::Describe {
-                trigger: Trigger::Interval
-            }
-        )));
-        assert!(q.submit_trigger(job(
-            "a",
-            JobKind::Describe {
-                trigger: Trigger::SceneChange { score: 0.5 }
-            }
-        )));
-        assert!(!q.submit_trigger(job(
-            "b",
-            JobKind::Describe {
-                trigger: Trigger::Interval
-            }
-        )));
+        let describe = |camera, trigger| job(camera, JobKind::Describe { trigger });
+        assert_eq!(
+            q.submit_trigger(describe("a", Trigger::Interval)),
+            Submitted::Queued
+        );
+        let scene = Trigger::SceneChange { score: 0.5 };
+        assert_eq!(q.submit_trigger(describe("a", scene)), Submitted::Replaced);
+        assert_eq!(
+            q.submit_trigger(describe("b", Trigger::Interval)),
+            Submitted::Queued
+        );
         q.submit_on_demand(job(
             "b",
             JobKind::Ask {
@@ -441,11 +512,54 @@ mod tests {
         assert!(q.is_empty());
         assert!(q.pop().is_none());
         assert!(q.submit_on_demand(job("door", ask())).is_err());
-        assert!(!q.submit_trigger(job("yard", describe())));
+        assert_eq!(q.submit_trigger(job("yard", describe())), Submitted::Closed);
         assert!(q.is_empty());
 
         let result = not_run(waiting.into_iter().next().unwrap());
         assert_eq!(result.outcome.unwrap_err(), NOT_ANSWERED_STOPPING);
+    }
+
+    #[test]
+    fn scene_changes_give_way_to_first_sight_descriptions() {
+        let q = JobQueue::new(4);
+        let scene = |camera| {
+            job(
+                camera,
+                JobKind::Describe {
+                    trigger: Trigger::SceneChange { score: 0.3 },
+                },
+            )
+        };
+        let object = |camera| {
+            let trigger = Trigger::Object(ObjectTrigger {
+                object_id: "1.0-abc".into(),
+                label: "person".into(),
+                prompt: "Describe the person.".into(),
+                max_tokens: 32,
+            });
+            job(camera, JobKind::Describe { trigger })
+        };
+        assert_eq!(q.submit_trigger(scene("porch")), Submitted::Queued);
+        assert_eq!(q.submit_trigger(scene("yard")), Submitted::Queued);
+        // The porch's waiting scene change is dropped; the yard's stays.
+        q.submit_on_demand(object("porch")).unwrap();
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.submit_trigger(scene("porch")), Submitted::Skipped);
+        let running = q.pop().unwrap();
+        assert!(is_object_job(&running));
+        // Still running: scene changes of the porch are skipped until it is done.
+        assert_eq!(q.submit_trigger(scene("porch")), Submitted::Skipped);
+        q.finished(&running);
+        assert_eq!(q.submit_trigger(scene("porch")), Submitted::Queued);
+        // Only scene changes give way: the interval is a heartbeat.
+        q.submit_on_demand(object("porch")).unwrap();
+        let interval = job(
+            "porch",
+            JobKind::Describe {
+                trigger: Trigger::Interval,
+            },
+        );
+        assert_eq!(q.submit_trigger(interval), Submitted::Queued);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod camera;
 pub mod clock;
 pub mod config;
+pub mod detection;
 pub mod discovery;
 pub mod jobs;
 pub mod logging;

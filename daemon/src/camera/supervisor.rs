@@ -15,7 +15,8 @@ use super::gst::{BusEvent, Running};
 use super::scene::Thumbnail;
 use super::source::Source;
 use super::{CameraShared, Frame};
-use crate::jobs::{Job, JobKind, JobQueue, Trigger};
+use crate::detection::slot::FrameSlot;
+use crate::jobs::{Job, JobKind, JobQueue, Submitted, Trigger};
 
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -29,14 +30,17 @@ pub struct CameraStatus {
     pub reason: Option<String>,
 }
 
+/// Starts the camera's thread. With `detect`, every frame pulled at the detector's rate is also
+/// offered to its detector thread.
 pub fn spawn(
     shared: Arc<CameraShared>,
     queue: Arc<JobQueue>,
     status: mpsc::Sender<CameraStatus>,
+    detect: Option<Arc<FrameSlot>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("camera-{}", shared.name()))
-        .spawn(move || Supervisor::new(shared, queue, status).run())
+        .spawn(move || Supervisor::new(shared, queue, status, detect).run())
 }
 
 struct Supervisor {
@@ -45,6 +49,9 @@ struct Supervisor {
     status: mpsc::Sender<CameraStatus>,
     reported: Option<(bool, Option<String>)>,
     backoff: Duration,
+    detect: Option<Arc<FrameSlot>>,
+    /// When the next frame is due for the triggers (they sample at the camera's `fps`).
+    next_trigger_sample: Option<Instant>,
     // Trigger state.
     reference: Option<Thumbnail>,
     last_trigger: Option<Instant>,
@@ -56,6 +63,7 @@ impl Supervisor {
         shared: Arc<CameraShared>,
         queue: Arc<JobQueue>,
         status: mpsc::Sender<CameraStatus>,
+        detect: Option<Arc<FrameSlot>>,
     ) -> Self {
         Supervisor {
             shared,
@@ -63,6 +71,8 @@ impl Supervisor {
             status,
             reported: None,
             backoff: MIN_BACKOFF,
+            detect,
+            next_trigger_sample: None,
             reference: None,
             last_trigger: None,
             last_scene: None,
@@ -128,7 +138,7 @@ impl Supervisor {
                 return;
             }
         };
-        let max_rate = self.shared.config.fps.ceil() as u32;
+        let max_rate = (1.0 / self.pull_period().as_secs_f64()).ceil() as u32;
         while !self.stopping() {
             self.beat();
             if !self.shared.is_enabled() {
@@ -152,9 +162,18 @@ impl Supervisor {
         self.report(false, Some("stopped".into()));
     }
 
+    /// Frames are pulled at the faster of the camera's and the detector's rates.
+    fn pull_period(&self) -> Duration {
+        let camera = self.shared.config.sample_period();
+        match &self.shared.config.detect {
+            Some(d) if self.detect.is_some() => camera.min(Duration::from_secs_f64(1.0 / d.fps)),
+            _ => camera,
+        }
+    }
+
     /// Runs until the pipeline fails (the reason), or until stopped or disabled (`None`).
     fn pump(&mut self, running: &Running, source: &Source) -> Option<String> {
-        let period = self.shared.config.sample_period();
+        let period = self.pull_period();
         let timeout = self.shared.config.no_frame_timeout();
         let mut last_frame = Instant::now();
         let mut next_sample = Instant::now();
@@ -186,7 +205,18 @@ impl Supervisor {
                     next_sample = last_frame + period;
                     self.backoff = MIN_BACKOFF;
                     self.report(true, None);
-                    self.on_frame(frame);
+                    *self.shared.latest.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(frame.clone());
+                    if let Some(slot) = &self.detect {
+                        slot.offer(frame.clone());
+                    }
+                    // Half a pull period early, so that jitter never costs a whole period.
+                    let now = Instant::now();
+                    if self.next_trigger_sample.is_none_or(|t| now >= t) {
+                        self.next_trigger_sample =
+                            Some(now + self.shared.config.sample_period() - period / 2);
+                        self.on_frame(frame);
+                    }
                 }
                 Ok(None) => {
                     if running.is_eos() && source.loops() {
@@ -203,7 +233,6 @@ impl Supervisor {
     }
 
     fn on_frame(&mut self, frame: Frame) {
-        *self.shared.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame.clone());
         let config = &self.shared.config;
         let thumb = Thumbnail::of(&frame);
         let now = Instant::now();
@@ -245,7 +274,12 @@ impl Supervisor {
             queued: SystemTime::now(),
         };
         let id = job.id.clone();
-        let replaced = self.queue.submit_trigger(job);
-        log::debug!(camera = self.name(), trigger = trigger.name(), event_id = id.as_str(); "queued{}", if replaced { " (replaced a stale job)" } else { "" });
+        let outcome = match self.queue.submit_trigger(job) {
+            Submitted::Queued => "queued",
+            Submitted::Replaced => "queued (replaced a stale job)",
+            Submitted::Skipped => "skipped: a first-sight description of this camera is under way",
+            Submitted::Closed => "not queued: lookout is stopping",
+        };
+        log::debug!(camera = self.name(), trigger = trigger.name(), event_id = id.as_str(); "{outcome}");
     }
 }

@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod detect;
+
 use anyhow::Context;
 use lookout_models::Precision;
 use serde::Deserialize;
@@ -147,6 +149,8 @@ pub struct CameraConfig {
     pub snapshot_quality: u8,
     /// Seconds without a frame before the source is rebuilt.
     pub no_frame_timeout: f64,
+    /// Object detection, tracking and first-sight descriptions (off without this table).
+    pub detect: Option<detect::DetectConfig>,
 }
 
 impl Default for CameraConfig {
@@ -166,6 +170,7 @@ impl Default for CameraConfig {
             snapshot_width: 640,
             snapshot_quality: 80,
             no_frame_timeout: 20.0,
+            detect: None,
         }
     }
 }
@@ -494,6 +499,9 @@ impl Config {
                     &k("no_frame_timeout"),
                     format!("must be at least 1 second (got {})", c.no_frame_timeout),
                 );
+            }
+            if let Some(detect) = &c.detect {
+                detect.validate(&|f| k(&format!("detect.{f}")), &mut err);
             }
         }
         if self.outbox.max_bytes.is_some_and(|b| b < 64 * 1024) {

@@ -26,6 +26,9 @@ use super::{Client, Reply, Topics};
 use crate::camera::CameraShared;
 use crate::camera::supervisor::CameraStatus;
 use crate::clock::{new_id, rfc3339};
+use crate::config::CameraConfig;
+use crate::detection::DetectionMsg;
+use crate::detection::book::{ObjectBook, Outgoing};
 use crate::discovery::Discovery;
 use crate::jobs::{Job, JobKind, JobQueue, JobResult, Trigger};
 use crate::outbox::Outbox;
@@ -55,7 +58,8 @@ pub struct Session {
     pub node_id: String,
     pub client: Client,
     pub cameras: Arc<BTreeMap<String, Arc<CameraShared>>>,
-    pub removed_cameras: Vec<String>,
+    /// The previous generation's cameras: entities they had and these lack are removed.
+    pub previous_cameras: Vec<CameraConfig>,
     pub queue: Arc<JobQueue>,
     pub outbox: Outbox,
     /// Main-loop progress for the watchdog.
@@ -66,6 +70,7 @@ pub struct Session {
     inflight: Option<Inflight>,
     last_sent: Option<u64>,
     retained: HashMap<String, Vec<u8>>,
+    objects: ObjectBook,
 }
 
 struct Inflight {
@@ -82,7 +87,7 @@ impl Session {
         node_id: String,
         client: Client,
         cameras: Arc<BTreeMap<String, Arc<CameraShared>>>,
-        removed_cameras: Vec<String>,
+        previous_cameras: Vec<CameraConfig>,
         queue: Arc<JobQueue>,
         outbox: Outbox,
         heartbeat: Arc<AtomicU64>,
@@ -94,7 +99,7 @@ impl Session {
             node_id,
             client,
             cameras,
-            removed_cameras,
+            previous_cameras,
             queue,
             outbox,
             heartbeat,
@@ -103,6 +108,7 @@ impl Session {
             inflight: None,
             last_sent: None,
             retained: HashMap::new(),
+            objects: ObjectBook::default(),
         }
     }
 
@@ -111,6 +117,7 @@ impl Session {
         mut conn: mpsc::Receiver<ConnEvent>,
         mut status: mpsc::Receiver<CameraStatus>,
         mut results: mpsc::Receiver<JobResult>,
+        mut detections: mpsc::Receiver<DetectionMsg>,
         mut control: mpsc::Receiver<Control>,
     ) -> SessionParts {
         for camera in self.cameras.clone().values() {
@@ -123,6 +130,7 @@ impl Session {
                 Some(event) = conn.recv() => self.on_conn(event),
                 Some(s) = status.recv() => self.on_status(s),
                 Some(r) = results.recv() => self.on_result(r),
+                Some(d) = detections.recv() => self.on_detection(d),
                 c = control.recv() => break c,
                 _ = tick.tick() => {
                     self.heartbeat.store(crate::clock::now_ms(), Ordering::Relaxed);
@@ -144,6 +152,9 @@ impl Session {
         }
         while let Ok(s) = status.try_recv() {
             self.on_status(s);
+        }
+        while let Ok(d) = detections.try_recv() {
+            self.on_detection(d);
         }
         let deadline = tokio::time::Instant::now() + flush;
         self.pump_outbox();
@@ -268,10 +279,13 @@ impl Session {
         for camera in self.cameras.values() {
             messages.extend(d.camera(&camera.config));
         }
+        let current: std::collections::HashSet<&String> = messages.iter().map(|(t, _)| t).collect();
         let removals: Vec<String> = self
-            .removed_cameras
+            .previous_cameras
             .iter()
-            .flat_map(|c| d.remove_camera(c))
+            .flat_map(|c| d.camera(c))
+            .map(|(topic, _)| topic)
+            .filter(|t| !current.contains(t))
             .collect();
         for topic in removals {
             self.send(&topic, true, Vec::new());
@@ -331,10 +345,11 @@ impl Session {
     }
 
     fn enqueue_with(&mut self, topic: String, payload: &Value, correlation_data: Option<&[u8]>) {
-        match self
-            .outbox
-            .append(&topic, &payload.to_string(), false, correlation_data)
-        {
+        self.enqueue_text(topic, &payload.to_string(), correlation_data);
+    }
+
+    fn enqueue_text(&mut self, topic: String, payload: &str, correlation_data: Option<&[u8]>) {
+        match self.outbox.append(&topic, payload, false, correlation_data) {
             Ok(_) => self.pump_outbox(),
             Err(e) => log::error!("outbox: {e:#}; message to {topic} lost"),
         }
@@ -349,6 +364,29 @@ impl Session {
                 payload,
                 reply.correlation_data.as_deref(),
             );
+        }
+    }
+
+    fn on_detection(&mut self, msg: DetectionMsg) {
+        match msg {
+            DetectionMsg::Frame(report) => {
+                let out = self.objects.on_report(&self.topics, report);
+                self.route(out);
+            }
+            DetectionMsg::Status { camera, payload } => self.publish_state(
+                self.topics.camera(&camera, "detector"),
+                payload.into_bytes(),
+            ),
+        }
+    }
+
+    fn route(&mut self, messages: Vec<Outgoing>) {
+        for message in messages {
+            match message {
+                Outgoing::Outbox { topic, payload } => self.enqueue_text(topic, &payload, None),
+                Outgoing::State { topic, payload } => self.publish_state(topic, payload),
+                Outgoing::Live { topic, payload } => self.send(&topic, false, payload.into_bytes()),
+            }
         }
     }
 
@@ -491,7 +529,11 @@ impl Session {
         match (&job.kind, &r.outcome) {
             (JobKind::Describe { trigger }, Ok(d)) => {
                 let summary = summarize(&d.text);
-                let payload = json!({
+                let object = match trigger {
+                    Trigger::Object(o) => Some(o),
+                    _ => None,
+                };
+                let mut payload = json!({
                     "event_type": "description",
                     "id": job.id,
                     "camera": camera,
@@ -509,7 +551,18 @@ impl Session {
                     "timings": d.timings,
                     "queued": rfc3339(job.queued),
                 });
+                if let Some(o) = object {
+                    payload["prompt"] = json!(o.prompt);
+                    payload["object_id"] = json!(o.object_id);
+                    payload["label"] = json!(o.label);
+                }
                 self.enqueue(self.topics.camera(&camera, "description"), &payload);
+                if let Some(o) = object {
+                    let out =
+                        self.objects
+                            .on_description(&self.topics, &camera, &o.object_id, &d.text);
+                    self.route(out);
+                }
                 let state = json!({
                     "summary": summary, "text": d.text, "id": job.id,
                     "time": rfc3339(r.finished), "trigger": trigger.name(),
