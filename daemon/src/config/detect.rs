@@ -393,3 +393,70 @@ fn check_template(template: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Readme {
+        camera: Camera,
+    }
+
+    #[derive(Deserialize)]
+    struct Camera {
+        detect: DetectConfig,
+    }
+
+    /// The README's `[camera.detect]` example uses real keys with valid values.
+    #[test]
+    fn the_readme_example_is_a_valid_detect_table() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n[camera.detect]")
+            .expect("the README's detect example");
+        let block = &readme[start + "```toml\n".len()..];
+        let block = &block[..block.find("```").unwrap()];
+        let parsed: Readme = config::Config::builder()
+            .add_source(config::File::from_str(block, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .unwrap_or_else(|e| panic!("the README's detect example: {e}"));
+        let d = parsed.camera.detect;
+        assert_eq!(
+            (d.zones.len(), d.describe_zones.as_slice()),
+            (1, &["driveway".to_string()][..])
+        );
+        let mut errors = Vec::new();
+        d.validate(&|f| f.to_string(), &mut |k: &str, m: String| {
+            errors.push(format!("{k}: {m}"))
+        });
+        // Only the files it names are not on this machine.
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.starts_with("model:") || e.starts_with("labels_file:")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn prompts_fill_their_placeholders() {
+        let mut d = DetectConfig::default();
+        d.describe_prompts.insert(
+            "car".into(),
+            "The {label} in the {zone} of {camera}?".into(),
+        );
+        assert_eq!(
+            d.prompt_for("car", "porch", "driveway"),
+            "The car in the driveway of porch?"
+        );
+        assert!(
+            d.prompt_for("person", "porch", "")
+                .starts_with("Describe the person in this image from the porch camera")
+        );
+        assert!(check_template("{label} {zone} {camera}").is_ok());
+        assert!(check_template("{person}").unwrap_err().contains("{person}"));
+        assert!(check_template("{label").is_err());
+    }
+}

@@ -159,3 +159,102 @@ impl CameraBook {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lookout_pipeline::detect::Detection;
+    use lookout_pipeline::track::{Tracker, TrackerConfig};
+
+    fn topics() -> Topics {
+        Topics {
+            prefix: "lookout".into(),
+            discovery_prefix: "homeassistant".into(),
+        }
+    }
+
+    fn report(events: Vec<TrackEvent>, snapshots: Vec<Snapshot>) -> FrameReport {
+        FrameReport {
+            camera: "yard".into(),
+            frame_size: (640, 480),
+            events,
+            counts: vec![("person".into(), 1)],
+            detections: None,
+            snapshots,
+        }
+    }
+
+    fn outbox(out: &[Outgoing]) -> Vec<(String, serde_json::Value)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Outgoing::Outbox { topic, payload } => {
+                    Some((topic.clone(), serde_json::from_str(payload).unwrap()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A person seen for two frames (confirmed: `new`), then gone until it ends.
+    fn person_events() -> (Vec<TrackEvent>, Vec<TrackEvent>) {
+        let mut tracker = Tracker::new(TrackerConfig::default(), 7);
+        let person = Detection {
+            class_id: 0,
+            label: "person".into(),
+            score: 0.9,
+            bbox: [100.0, 100.0, 200.0, 400.0],
+        };
+        let mut new = tracker.update(std::slice::from_ref(&person), 0.0, 640, 480);
+        new.extend(tracker.update(std::slice::from_ref(&person), 0.2, 640, 480));
+        let mut end = Vec::new();
+        for i in 0..30 {
+            end.extend(tracker.update(&[], 0.4 + i as f64 * 0.2, 640, 480));
+        }
+        (new, end)
+    }
+
+    #[test]
+    fn snapshots_first_then_frigate_events_then_descriptions_as_updates() {
+        let (new, end) = person_events();
+        assert_eq!(new.len(), 1);
+        let id = new[0].after.id.clone();
+        let mut book = ObjectBook::default();
+        let snapshot = Snapshot {
+            object_id: id.clone(),
+            label: "person".into(),
+            jpeg: vec![0xff, 0xd8],
+        };
+        let out = book.on_report(&topics(), report(new, vec![snapshot]));
+        assert!(
+            matches!(&out[0], Outgoing::State { topic, .. } if topic == "lookout/yard/person/snapshot")
+        );
+        assert!(
+            matches!(out.last().unwrap(), Outgoing::State { topic, payload } if topic == "lookout/yard/person" && payload == b"1")
+        );
+        let events = outbox(&out);
+        assert_eq!(events.len(), 1);
+        let (topic, new) = &events[0];
+        assert_eq!(topic, "lookout/events");
+        assert_eq!(new["type"], "new");
+        assert_eq!(new["after"]["has_snapshot"], true);
+        assert_eq!(new["after"]["box"], serde_json::json!([100, 100, 200, 400]));
+        assert_eq!(new["after"]["description"], serde_json::Value::Null);
+
+        // The description: Frigate's message, then an update carrying it.
+        let out = outbox(&book.on_description(&topics(), "yard", &id, "A person in a red coat."));
+        assert_eq!(out[0].0, "lookout/tracked_object_update");
+        assert_eq!(out[0].1["description"], "A person in a red coat.");
+        assert_eq!(out[1].1["type"], "update");
+        assert_eq!(out[1].1["before"]["description"], serde_json::Value::Null);
+        assert_eq!(out[1].1["after"]["description"], "A person in a red coat.");
+
+        // The end keeps it; a description arriving after the end is only Frigate's message.
+        let out = outbox(&book.on_report(&topics(), report(end, Vec::new())));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1["type"], "end");
+        assert_eq!(out[0].1["after"]["description"], "A person in a red coat.");
+        assert!(out[0].1["after"]["end_time"].as_f64().is_some());
+        let late = book.on_description(&topics(), "yard", &id, "Late.");
+        assert_eq!(outbox(&late).len(), 1);
+    }
+}
