@@ -289,6 +289,7 @@ pub fn spawn_worker(
     std::thread::Builder::new()
         .name("inference".into())
         .spawn(move || {
+            lookout_pipeline::threads::lower_this_thread();
             let engine = match Engine::load(&model_dir, &options) {
                 Ok(e) => {
                     let _ = loaded.send(Ok(()));

@@ -7,6 +7,7 @@
 //! model call onto a pool thread instead: the products then split between a thread that is
 //! already running and workers that are still spinning from the previous one.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -18,6 +19,32 @@ static POOL: Mutex<Option<Arc<ThreadPool>>> = Mutex::new(None);
 /// takes other queued pool work meanwhile; if that were a second model call, its products
 /// would re-enter per-thread state (tract's matmul scratch space) that the first still holds.
 static CALL: Mutex<()> = Mutex::new(());
+
+/// How far below normal priority (`nice` steps) compute threads run; see [`set_niceness`].
+static NICENESS: AtomicI32 = AtomicI32::new(0);
+
+/// Makes compute threads started after this run `steps` below normal priority (Linux `nice`),
+/// so that work that must keep a rate, such as object detection on its own thread, gets a core
+/// when it needs one and inference takes the rest. A no-op elsewhere.
+pub fn set_niceness(steps: i32) {
+    NICENESS.store(steps, Ordering::Relaxed);
+}
+
+/// Lowers the calling thread's priority by the [`set_niceness`] steps (inference threads that
+/// are not pool threads call this themselves).
+pub fn lower_this_thread() {
+    let steps = NICENESS.load(Ordering::Relaxed);
+    #[cfg(target_os = "linux")]
+    if steps > 0 {
+        // SAFETY: setpriority only changes this thread's (a TID is a process id for it) nice
+        // value; lowering priority needs no privilege, and failure leaves it unchanged.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, steps);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = steps;
+}
 
 /// Uses `threads` worker threads (`None`: one per core) for every later model call, and returns
 /// that number.
@@ -36,6 +63,7 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<usize> {
         Some(Arc::new(
             ThreadPoolBuilder::new()
                 .thread_name(|i| format!("lookout-compute-{i}"))
+                .start_handler(|_| lower_this_thread())
                 .num_threads(n)
                 .build()?,
         ))
