@@ -232,12 +232,18 @@ mod tests {
     }
 
     #[test]
-    fn ultralytics_metadata_settles_square_heads() {
-        let square = [out("output0", &[1, 84, 84])];
-        assert_eq!(kind(&square), Ok((LayoutKind::Yolov5, Some(79))));
+    fn ultralytics_metadata_settles_small_heads() {
+        // 80 classes at 64x64 input: 80 anchors, fewer than 84 channels, so the shapes alone
+        // read YOLOv5; and 84 anchors (strides 8, 16, 32) make a square nothing can read.
+        let small = [out("output0", &[1, 84, 80])];
+        assert_eq!(kind(&small), Ok((LayoutKind::Yolov5, Some(75))));
+        assert!(kind(&[out("output0", &[1, 84, 84])]).is_err());
         let ultralytics = Hints { ultralytics: true };
-        let l = recognise(&square, ultralytics, None).unwrap();
-        assert_eq!((l.kind, l.classes), (LayoutKind::Yolov8, Some(80)));
+        for anchors in [80, 84] {
+            let l = recognise(&[out("output0", &[1, 84, anchors])], ultralytics, None).unwrap();
+            assert_eq!((l.kind, l.classes), (LayoutKind::Yolov8, Some(80)));
+        }
+        // Its end-to-end exports stay end-to-end.
         let nms = [out("output0", &[1, 300, 6])];
         let l = recognise(&nms, ultralytics, None).unwrap();
         assert_eq!(l.kind, LayoutKind::EndToEnd);
