@@ -6,8 +6,11 @@
                   downloaded) and export ONNX at imgsz 320 and 640 into OUTDIR (never into the repo):
                   OUTDIR/yolov8n-320.onnx, yolov8n-640.onnx, yolo11n-320.onnx, yolo11n-640.onnx
   ort MODEL       time MODEL with onnxruntime (CPU) at --threads intra-op threads: --warmup runs, then
-                  the median and p95 over --runs runs of one random input; prints one JSON line
-                  {"model", "threads", "median_ms", "p95_ms"}
+                  the median and p95 over --repeat (alias --runs) runs of one random input; prints one
+                  JSON line {"model", "threads", "median_ms", "p95_ms"}. Only session.run is timed, on
+                  an input array made before the timed runs, with inter-op threads 1 and sequential
+                  execution: what `lookout bench --detector` reports as tract's inference time, and
+                  that command runs this (`--onnxruntime PYTHON`) to print both side by side.
 
 The weights are random, so the outputs are meaningless; only the graph (and its cost) is real.
 
@@ -71,8 +74,11 @@ def cmd_make(args: argparse.Namespace) -> None:
 
 
 def cmd_ort(args: argparse.Namespace) -> None:
-    import numpy as np
-    import onnxruntime as ort
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError as e:
+        sys.exit(f"{sys.executable} has no onnxruntime or numpy ({e}): pip install onnxruntime numpy")
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
@@ -83,6 +89,8 @@ def cmd_ort(args: argparse.Namespace) -> None:
     shape = [d if isinstance(d, int) else 1 for d in inp.shape]  # symbolic dims (batch) -> 1
     if args.imgsz and len(shape) == 4:
         shape[2] = shape[3] = args.imgsz
+    if args.input_size and len(shape) == 4:
+        shape[3], shape[2] = args.input_size  # WIDTHxHEIGHT -> NCHW
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     feed = {inp.name: x}
     for _ in range(args.warmup):
@@ -105,6 +113,13 @@ def cmd_ort(args: argparse.Namespace) -> None:
     )
 
 
+def parse_size(s: str) -> tuple[int, int]:
+    w, sep, h = s.lower().partition("x")
+    if not sep or not w.strip().isdigit() or not h.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{s!r}: expected WIDTHxHEIGHT, like 640x640")
+    return int(w), int(h)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -117,8 +132,14 @@ def main() -> None:
     o.add_argument("model")
     o.add_argument("--threads", type=int, default=1)
     o.add_argument("--warmup", type=int, default=5)
-    o.add_argument("--runs", type=int, default=50)
+    o.add_argument("--runs", "--repeat", dest="runs", type=int, default=50)
     o.add_argument("--imgsz", type=int, default=0, help="square input size for models with dynamic H/W")
+    o.add_argument(
+        "--input-size",
+        type=parse_size,
+        default=None,
+        help="WIDTHxHEIGHT input size for models with dynamic H/W (wins over --imgsz)",
+    )
     o.set_defaults(func=cmd_ort)
     args = p.parse_args()
     args.func(args)
