@@ -430,7 +430,15 @@ fn run_detector_single(args: &BenchArgs, path: &Path) -> anyhow::Result<()> {
             ..Default::default()
         },
     )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .map_err(|e| {
+        let message = e.to_string();
+        let hint = if args.input_size.is_none() && message.contains("dynamic size") {
+            " (--input-size WIDTHxHEIGHT)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{message}{hint}")
+    })?;
     let load_ms = start.elapsed().as_secs_f64() * 1000.0;
     // The speed does not depend on the pixel values.
     let frame = test_image(FRAME.0, FRAME.1)?;
