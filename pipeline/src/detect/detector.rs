@@ -103,9 +103,9 @@ impl std::fmt::Debug for Detector {
 
 impl Detector {
     pub fn load(path: &Path, options: &DetectorOptions) -> Result<Detector, DetectorError> {
-        let bytes = std::fs::read(path).map_err(|source| DetectorError::Read {
+        let bytes = std::fs::read(path).map_err(|error| DetectorError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let not_onnx = |e: TractError| DetectorError::NotOnnx {
             path: path.to_path_buf(),
@@ -164,15 +164,9 @@ impl Detector {
                 what,
             }
         })?;
-        // End-to-end rows carry class ids, not one score per class: the names say how many.
-        let classes = match layout.classes {
-            Some(n) => n,
-            None => class_count_of_names(options.labels_file.as_deref(), names.as_deref())
-                .unwrap_or(labels::COCO.len()),
-        };
         let (labels, label_source) = labels::resolve(
             path,
-            classes,
+            layout.classes,
             options.labels_file.as_deref(),
             names.as_deref(),
         )?;
@@ -422,17 +416,6 @@ fn output_shapes(model: &TypedModel) -> Result<Vec<OutputShape>, String> {
             Ok(OutputShape { name, shape })
         })
         .collect()
-}
-
-/// How many names the labels file or metadata give (for end-to-end layouts).
-fn class_count_of_names(labels_file: Option<&Path>, names: Option<&str>) -> Option<usize> {
-    if let Some(file) = labels_file {
-        let text = std::fs::read_to_string(file).ok()?;
-        return Some(text.lines().filter(|l| !l.trim().is_empty()).count());
-    }
-    let names = names?;
-    // Count entries the way `labels::resolve` will parse them; a bad value errors there.
-    labels::count_python_names(names)
 }
 
 fn executor(threads: usize) -> Result<Executor, rayon::ThreadPoolBuildError> {

@@ -3,10 +3,11 @@ use std::path::PathBuf;
 /// What went wrong loading or running a detector; each names the file and what was found.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectorError {
-    #[error("reading {}: {source}", path.display())]
+    // The I/O error is part of the message, not a source, so a `{:#}` chain does not repeat it.
+    #[error("reading {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{} is not an ONNX model tract can read: {cause}", path.display())]
     NotOnnx { path: PathBuf, cause: String },

@@ -97,22 +97,25 @@ pub enum LabelSource {
     Coco,
 }
 
-/// Picks the class names for a model with `classes` classes: an explicit labels file first (the
+/// Picks the class names for a model with `classes` classes (`None`: end-to-end rows carry
+/// class ids, so the names say how many there are): an explicit labels file first (the
 /// user asked for it), then the model's `names` metadata, then COCO when the model has 80
 /// classes. Any other case is an error that says what to do.
 pub fn resolve(
     model: &Path,
-    classes: usize,
+    classes: Option<usize>,
     labels_file: Option<&Path>,
     metadata_names: Option<&str>,
 ) -> Result<(Vec<String>, LabelSource), DetectorError> {
     if let Some(file) = labels_file {
-        let text = std::fs::read_to_string(file).map_err(|source| DetectorError::Read {
+        let text = std::fs::read_to_string(file).map_err(|error| DetectorError::Read {
             path: file.to_path_buf(),
-            source,
+            error,
         })?;
         let names = parse_labels_file(&text);
-        if names.len() != classes {
+        if let Some(classes) = classes
+            && names.len() != classes
+        {
             return Err(DetectorError::Labels {
                 labels: file.to_path_buf(),
                 model: model.to_path_buf(),
@@ -127,7 +130,9 @@ pub fn resolve(
             path: model.to_path_buf(),
             what: format!("its `names` metadata is not a dict or list of names: {text:.120}"),
         })?;
-        if names.len() != classes {
+        if let Some(classes) = classes
+            && names.len() != classes
+        {
             return Err(DetectorError::Metadata {
                 path: model.to_path_buf(),
                 what: format!(
@@ -138,7 +143,7 @@ pub fn resolve(
         }
         return Ok((names, LabelSource::Metadata));
     }
-    if classes == COCO.len() {
+    if classes.is_none_or(|c| c == COCO.len()) {
         return Ok((
             COCO.iter().map(|s| s.to_string()).collect(),
             LabelSource::Coco,
@@ -147,14 +152,10 @@ pub fn resolve(
     Err(DetectorError::Metadata {
         path: model.to_path_buf(),
         what: format!(
-            "the model has {classes} classes and no `names` metadata: give a labels file (one name per line)"
+            "the model has {} classes and no `names` metadata: give a labels file (one name per line)",
+            classes.unwrap_or_default()
         ),
     })
-}
-
-/// How many names a `names` metadata value holds, if it parses.
-pub fn count_python_names(text: &str) -> Option<usize> {
-    parse_python_names(text).map(|n| n.len())
 }
 
 /// One name per line; surrounding whitespace and blank lines are ignored.
@@ -245,7 +246,7 @@ mod tests {
         let file = dir.join("labels.txt");
         std::fs::write(&file, "cat\n\n dog \n").unwrap();
 
-        let (names, from) = resolve(model, 2, Some(&file), Some("{0: 'a', 1: 'b'}")).unwrap();
+        let (names, from) = resolve(model, Some(2), Some(&file), Some("{0: 'a', 1: 'b'}")).unwrap();
         assert_eq!(
             (names.as_slice(), from),
             (
@@ -253,18 +254,18 @@ mod tests {
                 LabelSource::LabelsFile
             )
         );
-        let (names, from) = resolve(model, 2, None, Some("{0: 'a', 1: 'b'}")).unwrap();
+        let (names, from) = resolve(model, Some(2), None, Some("{0: 'a', 1: 'b'}")).unwrap();
         assert_eq!(
             (names, from),
             (vec!["a".to_string(), "b".into()], LabelSource::Metadata)
         );
-        let (names, from) = resolve(model, 80, None, None).unwrap();
+        let (names, from) = resolve(model, Some(80), None, None).unwrap();
         assert_eq!(
             (names[0].as_str(), names[79].as_str(), from),
             ("person", "toothbrush", LabelSource::Coco)
         );
 
-        let short = resolve(model, 3, Some(&file), None)
+        let short = resolve(model, Some(3), Some(&file), None)
             .unwrap_err()
             .to_string();
         assert!(
@@ -273,12 +274,12 @@ mod tests {
                 && short.contains("3 classes"),
             "{short}"
         );
-        let none = resolve(model, 5, None, None).unwrap_err().to_string();
+        let none = resolve(model, Some(5), None, None).unwrap_err().to_string();
         assert!(
             none.contains("m.onnx") && none.contains("5 classes"),
             "{none}"
         );
-        let bad = resolve(model, 2, None, Some("{0: 'a'}"))
+        let bad = resolve(model, Some(2), None, Some("{0: 'a'}"))
             .unwrap_err()
             .to_string();
         assert!(
