@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use rayon::ThreadPool;
 use serde::Serialize;
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
@@ -17,7 +18,7 @@ use super::labels::{self, LabelSource};
 use super::layout::{self, Hints, Layout, LayoutKind, OutputShape};
 use super::letterbox::{LetterboxGeometry, letterbox, resize_linear, to_nchw};
 use super::nms::Candidate;
-use super::{Detection, DetectorError, Thresholds, detr, end_to_end, yolo};
+use super::{Detection, DetectorError, Thresholds, detr, end_to_end, rewrite, yolo};
 
 /// ImageNet statistics, the normalisation DETR-family exports (RF-DETR) expect.
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -88,7 +89,8 @@ pub struct Detector {
     preprocess: Preprocess,
     mean: [f32; 3],
     std: [f32; 3],
-    executor: Executor,
+    /// The detector's own threads; `None` for one thread (the caller's).
+    pool: Option<Arc<ThreadPool>>,
 }
 
 impl std::fmt::Debug for Detector {
@@ -150,10 +152,11 @@ impl Detector {
         };
         let fact =
             InferenceFact::dt_shape(input_type, tvec![1, 3, height as usize, width as usize]);
-        let typed = model
+        let mut typed = model
             .with_input_fact(0, fact)
             .and_then(|m| m.into_optimized())
             .map_err(compile_error)?;
+        rewrite::softmax_on_innermost_axis(&mut typed).map_err(compile_error)?;
         let outputs = output_shapes(&typed).map_err(|what| DetectorError::Layout {
             path: path.to_path_buf(),
             what,
@@ -192,7 +195,7 @@ impl Detector {
             preprocess,
             mean,
             std,
-            executor: executor(options.threads).map_err(|e| DetectorError::Run(e.to_string()))?,
+            pool: pool(options.threads).map_err(|e| DetectorError::Run(e.to_string()))?,
         })
     }
 
@@ -283,13 +286,28 @@ impl Detector {
     /// Runs the graph on a prepared input; every output as f32, in graph order.
     pub fn infer(&self, input: Vec<f32>) -> Result<Vec<Vec<f32>>, DetectorError> {
         let run = |e: TractError| DetectorError::Run(format!("{e:#}"));
-        let shape = [1, 3, self.height as usize, self.width as usize];
-        let tensor = Tensor::from_shape(&shape, &input)
-            .and_then(|t| t.cast_to_dt(self.input_type).map(|t| t.into_owned()))
-            .map_err(run)?;
-        let outputs = multithread_tract_scope(self.executor.clone(), || {
-            self.plan.run(tvec![tensor.into_tvalue()])
-        })
+        let shape = (1, 3, self.height as usize, self.width as usize);
+        let mut tensor = tract_ndarray::Array4::from_shape_vec(shape, input)
+            .map_err(|e| DetectorError::Run(format!("input of {shape:?}: {e}")))?
+            .into_tensor();
+        if self.input_type != DatumType::F32 {
+            tensor = tensor
+                .cast_to_dt(self.input_type)
+                .map_err(run)?
+                .into_owned();
+        }
+        let outputs = match &self.pool {
+            // On a thread of the detector's pool, the matrix products split between a running
+            // thread and spinning workers, without a wake-up round trip per product.
+            Some(pool) => pool.install(|| {
+                multithread_tract_scope(Executor::MultiThread(pool.clone()), || {
+                    self.plan.run(tvec![tensor.into_tvalue()])
+                })
+            }),
+            None => multithread_tract_scope(Executor::SingleThread, || {
+                self.plan.run(tvec![tensor.into_tvalue()])
+            }),
+        }
         .map_err(run)?;
         outputs
             .iter()
@@ -418,13 +436,13 @@ fn output_shapes(model: &TypedModel) -> Result<Vec<OutputShape>, String> {
         .collect()
 }
 
-fn executor(threads: usize) -> Result<Executor, rayon::ThreadPoolBuildError> {
+fn pool(threads: usize) -> Result<Option<Arc<ThreadPool>>, rayon::ThreadPoolBuildError> {
     if threads <= 1 {
-        return Ok(Executor::SingleThread);
+        return Ok(None);
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("lookout-detect-{i}"))
         .num_threads(threads)
         .build()?;
-    Ok(Executor::MultiThread(Arc::new(pool)))
+    Ok(Some(Arc::new(pool)))
 }

@@ -14,6 +14,7 @@ pub mod labels;
 pub mod layout;
 pub mod letterbox;
 pub mod nms;
+mod rewrite;
 pub mod yolo;
 
 pub use detector::{Detections, Detector, DetectorOptions, Preprocess, Timings};
