@@ -10,7 +10,9 @@ sits close enough to a threshold that f32 noise between runtimes could flip a de
 
 Output: models/fixtures/detectors/
   yolov8.onnx           Ultralytics YOLOv8/YOLO11 layout: images [1,3,64,96] -> output0 [1,4+3,120]
-  yolov8-dynamic.onnx   same, dynamic H/W ("height"/"width"), 80 classes, no `names` metadata
+  yolov8-dynamic.onnx   same, dynamic batch/H/W ("batch"/"height"/"width", as Ultralytics' dynamic=True),
+                        80 classes, no `names` metadata, intermediate shapes in value_info (as onnxslim
+                        leaves them, naming the symbolic batch)
   yolov5.onnx           YOLOv5/YOLOX layout: images [1,3,64,64] -> output0 [1,240,5+4] (objectness)
   end2end.onnx          NMS-free top-k inside the graph: images [1,3,64,64] -> output0 [1,50,6]
   detr.onnx             DETR / RF-DETR naming: input [1,3,64,64] -> dets [1,20,4], labels [1,20,5]
@@ -482,7 +484,7 @@ def ultralytics_metadata(name: str, names: dict | None, imgsz, stride: int, dyna
     return {k: str(v) for k, v in md.items()}
 
 
-def export(model: nn.Module, example, path: Path, input_names, output_names, dynamic_axes=None, metadata=None, out_dims=None):
+def export(model: nn.Module, example, path: Path, input_names, output_names, dynamic_axes=None, metadata=None, out_dims=None, value_info=False):
     model.eval()
     with torch.no_grad():
         torch.onnx.export(
@@ -507,6 +509,9 @@ def export(model: nn.Module, example, path: Path, input_names, output_names, dyn
     for k, v in (metadata or {}).items():
         p = m.metadata_props.add()
         p.key, p.value = k, v
+    if value_info:  # shapes of every intermediate value, symbolic dims by name
+        m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
+        assert any(d.dim_param == "batch" for v in m.graph.value_info for d in v.type.tensor_type.shape.dim)
     onnx.checker.check_model(m, full_check=True)
     onnx.save(m, str(path))
     assert path.stat().st_size < 1_000_000, (path, path.stat().st_size)
@@ -679,10 +684,10 @@ def main() -> None:
         ("yolov8-dynamic", 80, (64, 64), True, None),
     ):
         model = search(key, lambda seed: build_v8(seed, nc, hw))
-        dyn = {"images": {2: "height", 3: "width"}, "output0": {2: "anchors"}} if dynamic else None
+        dyn = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}} if dynamic else None
         md = ultralytics_metadata("YOLOv8-tiny-dynamic" if dynamic else "YOLOv8-tiny", names, hw, stride=16, dynamic=dynamic)
-        od = {"output0": [1, 4 + nc, "anchors"]} if dynamic else None
-        export(model, torch.zeros(1, 3, *hw), OUT / f"{key}.onnx", ["images"], ["output0"], dyn, md, od)
+        od = {"output0": ["batch", 4 + nc, "anchors"]} if dynamic else None
+        export(model, torch.zeros(1, 3, *hw), OUT / f"{key}.onnx", ["images"], ["output0"], dyn, md, od, value_info=dynamic)
         models[key] = dict(model=model, file=f"{key}.onnx", layout="yolov8", hw=hw, names=names, post=post_yolov8)
 
     # ---------------- YOLOv5 (objectness), 4 classes, 64x64

@@ -113,7 +113,11 @@ impl Detector {
             path: path.to_path_buf(),
             cause: format!("{e:#}"),
         };
+        // The input fact is set below, and every other shape follows from it. Exporters' shape
+        // annotations of intermediate values are not needed, and with a dynamic batch (Ultralytics'
+        // `dynamic=True`) they name a `batch` that the concrete batch of 1 must not contradict.
         let model = tract_onnx::onnx()
+            .with_ignore_value_info(true)
             .model_for_read(&mut bytes.as_slice())
             .map_err(not_onnx)?;
         let input_error = |what: String| DetectorError::Input {
