@@ -10,6 +10,7 @@ use anyhow::Context;
 use lookout_models::{Architecture, Checkpoint, Precision};
 use serde::Serialize;
 
+use crate::choice::{Choice, log_softmax_at};
 use crate::image::prompt::{PlaceholderTokens, expand_image_placeholders};
 use crate::image::{ImageProcessorConfig, RgbImage, preprocess};
 use crate::minicpmv46::VisionEncoder;
@@ -211,16 +212,7 @@ impl Engine {
         on_text: &mut dyn FnMut(&str),
     ) -> anyhow::Result<Description> {
         request.sampling.validate().map_err(anyhow::Error::msg)?;
-        let Some(image) = &request.image else {
-            let rendered = self
-                .tokenizer
-                .render_chat(&[Message::user(request.prompt.clone())], true)?;
-            let prompt_ids = self.tokenizer.encode(&rendered)?;
-            let embeds = self.lm.embed(&prompt_ids)?;
-            return self.generate(request, &prompt_ids, embeds, 0, 0.0, on_text);
-        };
-        let prompt =
-            self.image_prompt_until(image, &request.prompt, request.max_slices, &request.cancel)?;
+        let prompt = self.request_prompt(request)?;
         self.generate(
             request,
             &prompt.ids,
@@ -229,6 +221,84 @@ impl Engine {
             prompt.encode_ms,
             on_text,
         )
+    }
+
+    /// Scores each of `options` as the whole answer to `request` (its prompt and image; sampling
+    /// and `max_tokens` play no part): the log probability the model gives the option's tokens,
+    /// read off its output distributions with the option fed in (teacher forcing), not sampled.
+    /// The prompt and image are read once; each option continues a fork of that state. An answer
+    /// the model would not have phrased this way still gets its true, lower probability.
+    pub fn choose(&self, request: &Request, options: &[&str]) -> anyhow::Result<Choice> {
+        anyhow::ensure!(!options.is_empty(), "no options to choose from");
+        let prompt = self.request_prompt(request)?;
+        let mut tokenized = Vec::with_capacity(options.len());
+        for option in options {
+            let tokens = self.tokenizer.encode(option)?;
+            anyhow::ensure!(!tokens.is_empty(), "option {option:?} has no tokens");
+            tokenized.push(tokens);
+        }
+        let longest = tokenized.iter().map(Vec::len).max().unwrap_or(0);
+        let max_context = self.lm.config.max_position_embeddings;
+        anyhow::ensure!(
+            prompt.ids.len() + longest <= max_context,
+            "the prompt ({} tokens) plus the longest option ({longest}) exceed the model's context of {max_context}",
+            prompt.ids.len()
+        );
+        request.cancel.check()?;
+        let prefill_start = Instant::now();
+        let mut prompt_state = self.lm.new_state()?;
+        let first_logits = self.lm.forward(&mut prompt_state, &prompt.embeds)?;
+        let prefill_ms = ms(prefill_start);
+
+        let score_start = Instant::now();
+        let mut scored = Vec::with_capacity(options.len());
+        for (option, tokens) in options.iter().zip(tokenized) {
+            request.cancel.check()?;
+            let mut logprob = f64::from(log_softmax_at(&first_logits, tokens[0]));
+            if tokens.len() > 1 {
+                let mut state = self.lm.fork(&prompt_state)?;
+                for pair in tokens.windows(2) {
+                    let logits = self.lm.forward(&mut state, &self.lm.embed(&pair[..1])?)?;
+                    logprob += f64::from(log_softmax_at(&logits, pair[1]));
+                }
+            }
+            scored.push((option.to_string(), tokens, logprob));
+        }
+        Ok(Choice::new(
+            scored,
+            prompt.ids.len(),
+            prompt.image_tokens,
+            Timings {
+                load_ms: self.load_ms,
+                encode_ms: prompt.encode_ms,
+                prefill_ms,
+                decode_ms: ms(score_start),
+                prefill_tokens_per_s: per_second(prompt.ids.len(), prefill_ms),
+                decode_tokens_per_s: 0.0,
+            },
+        ))
+    }
+
+    /// The chat prompt of `request`, with its image's features in place when it has one.
+    fn request_prompt(&self, request: &Request) -> anyhow::Result<ImagePrompt> {
+        match &request.image {
+            Some(image) => {
+                self.image_prompt_until(image, &request.prompt, request.max_slices, &request.cancel)
+            }
+            None => {
+                let rendered = self
+                    .tokenizer
+                    .render_chat(&[Message::user(request.prompt.clone())], true)?;
+                let ids = self.tokenizer.encode(&rendered)?;
+                let embeds = self.lm.embed(&ids)?;
+                Ok(ImagePrompt {
+                    ids,
+                    embeds,
+                    image_tokens: 0,
+                    encode_ms: 0.0,
+                })
+            }
+        }
     }
 
     /// Tokenizes a prompt about `image` exactly as the reference processor does and splices the

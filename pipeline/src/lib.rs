@@ -1,3 +1,4 @@
+pub mod choice;
 pub mod detect;
 pub mod embedding;
 pub mod engine;

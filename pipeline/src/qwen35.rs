@@ -129,6 +129,17 @@ impl Qwen35 {
         })
     }
 
+    /// A copy of `state` that continues independently, so one prompt can be continued several
+    /// ways without reading it again. The caches are shared, not copied: a call only ever
+    /// writes into a state tensor it holds alone, and copies a shared one first.
+    pub fn fork(&self, state: &LmState) -> anyhow::Result<LmState> {
+        Ok(LmState {
+            position: state.position,
+            states: state.states.clone(),
+            run: self.plan.spawn()?,
+        })
+    }
+
     /// Runs `embeds` (`[S, hidden]`, row-major) through the model after the positions already in
     /// `state`, and returns the logits (last position, or all positions with `all_logits`).
     ///

@@ -156,3 +156,83 @@ fn text_only_chat_template_gets_the_image_token_inline() {
         .unwrap();
     assert_eq!(prompt.ids, g["square_300x300.input_ids"].ids());
 }
+
+/// The text of `tokens` when it encodes back to exactly those tokens (an option is given as text).
+fn round_trip(engine: &Engine, tokens: &[u32]) -> Option<String> {
+    let text = engine.tokenizer.decode(tokens).ok()?;
+    (engine.tokenizer.encode(&text).ok()? == tokens).then_some(text)
+}
+
+#[test]
+fn choices_are_scored_by_the_reference_distribution() {
+    let name = "minicpmv46-tiny-16x";
+    let engine = engine(name);
+    let dir = fixture(name);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden_vision.json")).unwrap())
+            .unwrap();
+    let g = goldens(dir.join("golden_vision.safetensors"));
+    let question = meta["messages"][0]["content"][1]["text"].as_str().unwrap();
+    let entry = meta["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["file"].as_str().unwrap().ends_with(".png"))
+        .unwrap();
+    let key = entry["key"].as_str().unwrap();
+    let bytes = std::fs::read(fixture("images").join(entry["file"].as_str().unwrap())).unwrap();
+    let mut request = Request::new(question);
+    request.image = Some(decode_image(&bytes).unwrap());
+
+    let first = g[&format!("{key}.first_logits")].f32();
+    let generated = g[&format!("{key}.generated_ids")].ids();
+    let log_softmax = |logits: &[f32], t: u32| {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let z: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+        f64::from(logits[t as usize] - max) - z.ln()
+    };
+    // The reference's greedy token, and the runner-up that can be written as text.
+    let greedy = round_trip(&engine, &generated[..1]).expect("greedy token as text");
+    let mut ranked: Vec<u32> = (0..first.len() as u32).collect();
+    ranked.sort_by(|&a, &b| first[b as usize].total_cmp(&first[a as usize]));
+    let (other_id, other) = ranked[1..]
+        .iter()
+        .find_map(|&t| round_trip(&engine, &[t]).map(|s| (t, s)))
+        .unwrap();
+    let pair = round_trip(&engine, &generated[..2]).expect("two greedy tokens as text");
+
+    let choice = engine.choose(&request, &[&other, &greedy, &pair]).unwrap();
+    assert_eq!(choice.best().text, greedy, "{choice:?}");
+    assert_eq!(choice.options[1].tokens, generated[..1]);
+    for (option, expected) in [
+        (&choice.options[0], log_softmax(&first, other_id)),
+        (&choice.options[1], log_softmax(&first, generated[0])),
+    ] {
+        assert!(
+            (option.logprob - expected).abs() < 2e-3,
+            "{:?}: {} against the reference's {expected}",
+            option.text,
+            option.logprob
+        );
+    }
+    // Two tokens: the fork of the prompt state continues exactly as one straight run does.
+    let prompt = engine
+        .image_prompt(request.image.as_ref().unwrap(), question, None)
+        .unwrap();
+    let mut state = engine.lm.new_state().unwrap();
+    engine.lm.forward(&mut state, &prompt.embeds).unwrap();
+    let second = engine
+        .lm
+        .forward(&mut state, &engine.lm.embed(&generated[..1]).unwrap())
+        .unwrap();
+    let expected = log_softmax(&first, generated[0]) + log_softmax(&second, generated[1]);
+    assert!(
+        (choice.options[2].logprob - expected).abs() < 2e-3,
+        "{:?}: {} against {expected}",
+        choice.options[2].text,
+        choice.options[2].logprob
+    );
+    let total: f64 = choice.options.iter().map(|o| o.share).sum();
+    assert!((total - 1.0).abs() < 1e-9);
+    assert!(choice.prompt_tokens > choice.image_tokens && choice.image_tokens > 0);
+}

@@ -177,11 +177,14 @@ fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
             Ok(len as f64 / t.elapsed().as_secs_f64())
         })
     };
+    // Each timed run decodes `steps` tokens from a fork of one prefilled state, so the context
+    // is centred on `context` however many runs there are.
     let decode_at = |context: usize| -> anyhow::Result<f64> {
-        let mut state = lm.new_state()?;
-        lm.forward(&mut state, &lm.embed(&ids[..context])?)?;
         let steps = 16;
+        let mut prefilled = lm.new_state()?;
+        lm.forward(&mut prefilled, &lm.embed(&ids[..context - steps / 2])?)?;
         median(args.repeat(), || {
+            let mut state = lm.fork(&prefilled)?;
             let t = Instant::now();
             for i in 0..steps {
                 lm.forward(&mut state, &lm.embed(&ids[i..i + 1])?)?;
@@ -192,7 +195,7 @@ fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
     let p64 = prefill(64)?;
     let p512 = prefill(512)?;
     let d64 = decode_at(64)?;
-    let d1024 = decode_at(1024 - 16 * args.repeat())?;
+    let d1024 = decode_at(1024)?;
     println!(
         "{:<7} {:>3} {:>9.0} {:>9.0} {:>12.1} {:>12.1} {:>12.2} {:>13.2}",
         precision.to_string(),
