@@ -270,6 +270,8 @@ async fn tell_waiting_askers(waiting: Vec<Job>, results: &mpsc::Sender<JobResult
                 let _ = results.send(crate::jobs::not_run(job)).await;
             }
             JobKind::Describe { .. } => descriptions += 1,
+            // The detector thread that waits for it is stopping too.
+            JobKind::Verify(_) => {}
         }
     }
     if descriptions > 0 {

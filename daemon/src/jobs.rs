@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use lookout_pipeline::engine::{Cancel, Cancelled, Description, Engine, EngineOptions, Request};
 use lookout_pipeline::sampler::SamplingParams;
@@ -63,7 +63,32 @@ pub enum JobKind {
         /// Where an MQTT 5 asker wants the answer as well.
         reply: Option<crate::mqtt::Reply>,
     },
+    /// A yes/no check of a new object before it is announced; the verdict goes back to the
+    /// camera's detector thread, not to MQTT.
+    Verify(VerifyRequest),
 }
+
+#[derive(Clone, Debug)]
+pub struct VerifyRequest {
+    pub object_id: String,
+    /// The camera's `verify` question, placeholders filled in.
+    pub question: String,
+    pub reply: std::sync::mpsc::Sender<Verdict>,
+}
+
+/// The answer to a [`VerifyRequest`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub object_id: String,
+    /// The model's share of "yes" against "no", or why there is none.
+    pub yes: Result<f64, String>,
+    /// From queued to answered.
+    pub waited: Duration,
+}
+
+/// The ways a yes or a no starts an answer; each side's probabilities are summed.
+const YES: [&str; 2] = ["Yes", "yes"];
+const NO: [&str; 2] = ["No", "no"];
 
 #[derive(Clone, Debug)]
 pub struct Job {
@@ -206,6 +231,19 @@ impl JobQueue {
         Ok(())
     }
 
+    /// Queues a verification ahead of everything else: an alert waits for it. Gives it back
+    /// when the queue is full or closed.
+    pub fn submit_verify(&self, job: Job) -> Result<(), Box<Job>> {
+        let mut s = self.lock();
+        if s.closed || s.on_demand.len() >= self.capacity {
+            return Err(Box::new(job));
+        }
+        s.on_demand.push_front(job);
+        drop(s);
+        self.ready.notify_one();
+        Ok(())
+    }
+
     /// Drops a camera's queued triggered job (camera disabled or removed).
     pub fn forget_camera(&self, camera: &str) {
         self.lock().triggered.retain(|j| j.camera.name != camera);
@@ -307,13 +345,14 @@ pub fn spawn_worker(
         })
 }
 
-/// Runs the queue's jobs until it closes (or the session is gone). A job that panics becomes
-/// that job's error: the panic is a bug, but it must not leave every camera without a model
-/// while the daemon still looks alive.
+/// Runs the queue's jobs until it closes (or the session is gone); `run` returns the result
+/// for the session, or `None` when it delivered it itself (verifications). A job that panics
+/// becomes that job's error: the panic is a bug, but it must not leave every camera without a
+/// model while the daemon still looks alive.
 fn serve(
     queue: &JobQueue,
     results: &tokio::sync::mpsc::Sender<JobResult>,
-    run: impl Fn(Job) -> JobResult,
+    run: impl Fn(Job) -> Option<JobResult>,
 ) {
     while let Some(job) = queue.pop() {
         queue
@@ -327,26 +366,83 @@ fn serve(
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
                 log::error!(camera = job.camera.name.as_str(), event_id = job.id.as_str(); "inference panicked: {what}");
-                JobResult {
-                    job,
-                    outcome: Err(format!("inference failed (internal error: {what})")),
-                    snapshot: None,
-                    finished: SystemTime::now(),
+                let error = format!("inference failed (internal error: {what})");
+                match &job.kind {
+                    JobKind::Verify(request) => {
+                        let _ = request.reply.send(Verdict {
+                            object_id: request.object_id.clone(),
+                            yes: Err(error),
+                            waited: job.queued.elapsed().unwrap_or_default(),
+                        });
+                        None
+                    }
+                    _ => Some(JobResult {
+                        job: job.clone(),
+                        outcome: Err(error),
+                        snapshot: None,
+                        finished: SystemTime::now(),
+                    }),
                 }
             });
         queue.busy_since.store(0, Ordering::Relaxed);
         queue.completed.fetch_add(1, Ordering::Relaxed);
-        queue.finished(&result.job);
+        queue.finished(&job);
         // blocking_send: the session drains quickly; a closed channel means shutdown.
-        if results.blocking_send(result).is_err() {
+        if let Some(result) = result
+            && results.blocking_send(result).is_err()
+        {
             break;
         }
     }
 }
 
-fn run_job(engine: &Engine, job: Job, cancel: &Cancel) -> JobResult {
+/// Asks the model a new object's yes/no question about its crop (`job.frame`), read off its
+/// answer distribution (no text is generated).
+fn verify(engine: &Engine, job: &Job, request: &VerifyRequest, cancel: &Cancel) -> Verdict {
+    let started = Instant::now();
+    let yes = lookout_pipeline::image::RgbImage::from_raw_rgb(
+        job.frame.width,
+        job.frame.height,
+        job.frame.rgb.to_vec(),
+    )
+    .map_err(|e| format!("bad frame: {e}"))
+    .and_then(|image| {
+        let mut ask = Request::new(request.question.clone());
+        ask.image = Some(image);
+        // A crop is small: its overview image says all there is.
+        ask.max_slices = Some(1);
+        ask.cancel = cancel.clone();
+        let options: Vec<&str> = YES.iter().chain(&NO).copied().collect();
+        let choice = engine
+            .choose(&ask, &options)
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(choice.options[..YES.len()].iter().map(|o| o.share).sum())
+    });
+    match &yes {
+        Ok(share) => log::info!(
+            camera = job.camera.name.as_str(), event_id = request.object_id.as_str();
+            "verified in {:.2} s: yes {share:.2}", started.elapsed().as_secs_f64()
+        ),
+        Err(e) => {
+            log::warn!(camera = job.camera.name.as_str(), event_id = request.object_id.as_str(); "verification failed: {e}")
+        }
+    }
+    Verdict {
+        object_id: request.object_id.clone(),
+        yes,
+        waited: job.queued.elapsed().unwrap_or_default(),
+    }
+}
+
+/// Runs one job: the result for the session, or `None` for a verification, whose verdict goes
+/// to the detector thread that asked.
+fn run_job(engine: &Engine, job: Job, cancel: &Cancel) -> Option<JobResult> {
     let started = Instant::now();
     let (prompt, max_tokens, trigger) = match &job.kind {
+        JobKind::Verify(request) => {
+            let _ = request.reply.send(verify(engine, &job, request, cancel));
+            return None;
+        }
         JobKind::Describe {
             trigger: Trigger::Object(object),
         } => (object.prompt.clone(), object.max_tokens, Some("object")),
@@ -408,12 +504,12 @@ fn run_job(engine: &Engine, job: Job, cancel: &Cancel) -> JobResult {
             log::error!(camera = job.camera.name.as_str(), event_id = job.id.as_str(); "inference failed: {e}")
         }
     }
-    JobResult {
+    Some(JobResult {
         job,
         outcome,
         snapshot,
         finished: SystemTime::now(),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -585,12 +681,12 @@ mod tests {
                         panic!("kaboom");
                     }
                     let outcome = Err(format!("ran {question}"));
-                    JobResult {
+                    Some(JobResult {
                         job,
                         outcome,
                         snapshot: None,
                         finished: SystemTime::now(),
-                    }
+                    })
                 })
             })
         };

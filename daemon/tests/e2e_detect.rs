@@ -195,6 +195,89 @@ fn the_ball_is_detected_tracked_counted_described_and_ends() {
     assert!(daemon.term().success());
 }
 
+/// The ball camera under another name, its detector checked with `verify`.
+fn verified_ball_camera(name: &str, threshold: f64) -> String {
+    testsrc_camera(
+        name,
+        &format!(
+            "interval = 0\nscene_change = 0\n[camera.detect]\nmodel = {:?}\nlabels = [\"ball\"]\n\
+             verify = \"Is there a {{label}} in this picture? Answer yes or no.\"\n\
+             verify_threshold = {threshold}\n",
+            detector("ball.onnx").display().to_string()
+        ),
+    )
+}
+
+#[test]
+fn verify_announces_only_what_the_model_confirms() {
+    // The tiny model's yes share is some value strictly between 0 and 1: a threshold of 0 keeps
+    // every object, a threshold of 1 drops every one, and both paths run on real verdicts.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let sub = Subscriber::connect(broker.port, None);
+    let cameras = format!(
+        "{}{}",
+        verified_ball_camera("kept", 0.0),
+        verified_ball_camera("dropped", 1.0)
+    );
+    let cfg = config(dir.path(), &format!("url = \"{}\"", broker.url()), &cameras);
+    let mut daemon = Daemon::start(dir.path(), &cfg);
+
+    let new = sub.wait("a new ball on the kept camera", T, |m| {
+        m.topic == "lookout/events" && m.json()["type"] == "new"
+    });
+    let after = &new.json()["after"];
+    assert_eq!(after["camera"], "kept");
+    assert_eq!(after["has_snapshot"], true, "held with its snapshot");
+    sub.wait("kept ball count 1", T, |m| {
+        m.topic == "lookout/kept/ball" && m.text() == "1"
+    });
+    let status = |camera: &'static str, key: &'static str| {
+        let topic = format!("lookout/{camera}/detector");
+        sub.wait(&format!("{camera}: verify.{key} >= 1"), T, move |m| {
+            m.topic == topic && m.json()["verify"][key].as_u64().is_some_and(|n| n >= 1)
+        })
+        .json()["verify"]
+            .clone()
+    };
+    let kept = status("kept", "kept");
+    assert_eq!(
+        (kept["dropped"].as_u64(), kept["failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{kept}"
+    );
+    assert!(kept["wait_ms_median"].as_f64().unwrap() > 0.0, "{kept}");
+    let dropped = status("dropped", "dropped");
+    assert_eq!(
+        (dropped["kept"].as_u64(), dropped["failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{dropped}"
+    );
+
+    // Nothing of the dropped camera's ball was ever published: no event, no snapshot, and its
+    // count never left zero; its detections message does not show it either.
+    let events: Vec<Value> = sub.on("lookout/events").iter().map(|m| m.json()).collect();
+    assert!(
+        events.iter().all(|e| e["after"]["camera"] == "kept"),
+        "{events:?}"
+    );
+    assert!(sub.on("lookout/dropped/ball/snapshot").is_empty());
+    assert!(
+        sub.on("lookout/dropped/ball")
+            .iter()
+            .all(|m| m.text() == "0")
+    );
+    assert!(
+        sub.on("lookout/dropped/detections")
+            .iter()
+            .all(|m| m.json()["detections"]
+                .as_array()
+                .is_some_and(|d| d.is_empty())),
+        "a dropped object in detections"
+    );
+    assert!(daemon.term().success());
+}
+
 #[test]
 fn a_camera_whose_detector_fails_keeps_describing() {
     let dir = tempfile::tempdir().unwrap();
@@ -297,6 +380,7 @@ fn check_config_names_every_bad_detect_key_and_loads_the_detector() {
         &ball_camera(
             "fps = 0\nmin_score = 2\nmin_scores = { cat = 0.4 }\nmasks = [[[0, 0], [1, 0]]]\n\
              describe_on = [\"dog\"]\ndescribe_prompt = \"Who is the {person}?\"\nlayout = \"yolov99\"\n\
+             verify = \"Is it a {thing}?\"\nverify_labels = [\"dog\"]\nverify_threshold = 2\n\
              [[camera.detect.zone]]\nname = \"status\"\npoints = [[0, 0], [2, 0], [1, 1]]\n",
         ),
     );
@@ -309,6 +393,9 @@ fn check_config_names_every_bad_detect_key_and_loads_the_detector() {
         "camera[0].detect.describe_on",
         "camera[0].detect.describe_prompt",
         "camera[0].detect.layout",
+        "camera[0].detect.verify",
+        "camera[0].detect.verify_labels",
+        "camera[0].detect.verify_threshold",
         "camera[0].detect.zone[0].name",
         "camera[0].detect.zone[0].points",
     ] {

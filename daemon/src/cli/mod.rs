@@ -25,7 +25,8 @@ pub enum Command {
     Describe(describe::DescribeArgs),
     /// Find objects in an image with an ONNX detector.
     Detect(detect::DetectArgs),
-    /// Measure load time, peak memory, prefill and decode speed of a model.
+    /// Measure a model (load time, peak memory, prefill and decode speed), or an ONNX detector
+    /// beside onnxruntime.
     Bench(bench::BenchArgs),
     /// Run the daemon: cameras in, descriptions and answers out over MQTT.
     Run(run::RunArgs),

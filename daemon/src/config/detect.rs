@@ -79,6 +79,14 @@ pub struct DetectConfig {
     pub describe_crop: bool,
     /// Tokens for a first-sight description.
     pub describe_max_tokens: usize,
+    /// A yes/no question (`{label}`, `{camera}`, `{zone}` filled in) put to the language model
+    /// about a padded crop of each new object before it is announced: objects it answers no
+    /// to are dropped as false detections. Unset: no check.
+    pub verify: Option<String>,
+    /// Labels checked with `verify` (empty: every tracked label).
+    pub verify_labels: Vec<String>,
+    /// The model's share of "yes" (against "no") an object needs to be kept, 0 to 1.
+    pub verify_threshold: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -132,6 +140,9 @@ impl Default for DetectConfig {
             describe_prompts: BTreeMap::new(),
             describe_crop: false,
             describe_max_tokens: 64,
+            verify: None,
+            verify_labels: Vec::new(),
+            verify_threshold: 0.5,
         }
     }
 }
@@ -325,6 +336,42 @@ impl DetectConfig {
                 format!("must be 1 to 1024 (got {})", self.describe_max_tokens),
             );
         }
+        if let Some(question) = &self.verify {
+            if question.trim().is_empty() {
+                err(
+                    &k("verify"),
+                    "must not be empty (leave it out for no check)".into(),
+                );
+            } else if let Err(e) = check_template(question) {
+                err(&k("verify"), e);
+            }
+        }
+        for label in &self.verify_labels {
+            if !self.labels.contains(label) {
+                err(&k("verify_labels"), format!("{label:?} is not in labels"));
+            }
+        }
+        if !self.verify_labels.is_empty() && self.verify.is_none() {
+            err(
+                &k("verify_labels"),
+                "is set but verify (the question) is not".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.verify_threshold) {
+            err(
+                &k("verify_threshold"),
+                format!("must be 0 to 1 (got {})", self.verify_threshold),
+            );
+        }
+    }
+
+    /// The `verify` question for a new `label` object, when that label is checked.
+    pub fn verify_question(&self, label: &str, camera: &str, zone: &str) -> Option<String> {
+        let question = self.verify.as_ref()?;
+        if !self.verify_labels.is_empty() && !self.verify_labels.iter().any(|l| l == label) {
+            return None;
+        }
+        Some(fill(question, label, camera, zone))
     }
 
     /// The prompt for a new `label` object, with its placeholders filled in.
@@ -333,11 +380,15 @@ impl DetectConfig {
             .describe_prompts
             .get(label)
             .unwrap_or(&self.describe_prompt);
-        template
-            .replace("{label}", label)
-            .replace("{camera}", camera)
-            .replace("{zone}", zone)
+        fill(template, label, camera, zone)
     }
+}
+
+fn fill(template: &str, label: &str, camera: &str, zone: &str) -> String {
+    template
+        .replace("{label}", label)
+        .replace("{camera}", camera)
+        .replace("{zone}", zone)
 }
 
 /// Labels and zone names appear in topics and entity ids.

@@ -5,9 +5,10 @@
 //! loads here, not at start-up: a detector that fails to load leaves its camera describing, and
 //! says why on `<camera>/detector`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lookout_pipeline::detect::{Detector, DetectorOptions, Thresholds};
@@ -22,7 +23,7 @@ use super::slot::FrameSlot;
 use super::{DetectionMsg, FrameReport, Snapshot};
 use crate::camera::{CameraShared, Frame};
 use crate::config::detect::DetectConfig;
-use crate::jobs::{Job, JobKind, JobQueue, ObjectTrigger, Trigger};
+use crate::jobs::{Job, JobKind, JobQueue, ObjectTrigger, Trigger, Verdict, VerifyRequest};
 
 /// Longest wait for a frame, so a stop is seen promptly.
 const TICK: Duration = Duration::from_millis(250);
@@ -134,7 +135,116 @@ struct Worker {
     described: HashSet<String>,
     next_detections: Instant,
     last_frame: Instant,
+    /// The latest frame's size: the `region` of the events published.
+    last_size: (u32, u32),
     stats: Stats,
+    verify: Verification,
+}
+
+/// New objects waiting for the language model's yes or no before they are announced, and those
+/// it said no to, whose events are never published.
+struct Verification {
+    reply: Sender<Verdict>,
+    verdicts: Receiver<Verdict>,
+    /// Each held object's events so far, `new` first, with the frame of each.
+    held: HashMap<String, Vec<(Frame, TrackEvent)>>,
+    rejected: HashSet<String>,
+    kept: u64,
+    dropped: u64,
+    /// Checks that failed or could not be queued: their objects are announced unchecked.
+    failed: u64,
+    /// Milliseconds from `new` held to its verdict, the latest ones.
+    waits_ms: Vec<f64>,
+}
+
+/// Verdict waits kept for the status report's median.
+const WAITS_KEPT: usize = 64;
+
+impl Verification {
+    fn new() -> Verification {
+        let (reply, verdicts) = channel();
+        Verification {
+            reply,
+            verdicts,
+            held: HashMap::new(),
+            rejected: HashSet::new(),
+            kept: 0,
+            dropped: 0,
+            failed: 0,
+            waits_ms: Vec::new(),
+        }
+    }
+
+    /// Whether `id`'s events are not published (yet, or ever).
+    fn hides(&self, id: &str) -> bool {
+        self.held.contains_key(id) || self.rejected.contains(id)
+    }
+
+    /// Holds or drops an event of an object being checked or dropped; gives it back otherwise.
+    fn intercept(&mut self, frame: &Frame, event: TrackEvent) -> Option<TrackEvent> {
+        let id = &event.after.id;
+        if self.rejected.contains(id) {
+            if event.kind == EventKind::End {
+                self.rejected.remove(id);
+            }
+            return None;
+        }
+        match self.held.get_mut(id) {
+            Some(events) => {
+                events.push((frame.clone(), event));
+                None
+            }
+            None => Some(event),
+        }
+    }
+
+    /// The held events of every object a verdict has come for, in order; objects it said no
+    /// to (below `threshold`) are dropped.
+    fn released(&mut self, camera: &str, threshold: f64) -> Vec<(Frame, TrackEvent)> {
+        let mut out = Vec::new();
+        while let Ok(verdict) = self.verdicts.try_recv() {
+            let Some(events) = self.held.remove(&verdict.object_id) else {
+                continue;
+            };
+            if self.waits_ms.len() == WAITS_KEPT {
+                self.waits_ms.remove(0);
+            }
+            self.waits_ms.push(verdict.waited.as_secs_f64() * 1e3);
+            let label = &events[0].1.after.label;
+            match verdict.yes {
+                Ok(yes) if yes < threshold => {
+                    log::info!(camera = camera, event_id = verdict.object_id.as_str(); "{label} dropped: the model says it is not one (yes {yes:.2} < verify_threshold {threshold})");
+                    self.dropped += 1;
+                    let ended = events.iter().any(|(_, e)| e.kind == EventKind::End);
+                    if !ended {
+                        self.rejected.insert(verdict.object_id);
+                    }
+                }
+                Ok(_) => {
+                    self.kept += 1;
+                    out.extend(events);
+                }
+                Err(e) => {
+                    log::warn!(camera = camera, event_id = verdict.object_id.as_str(); "{label} announced unchecked: {e}");
+                    self.failed += 1;
+                    out.extend(events);
+                }
+            }
+        }
+        out
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let mut waits = self.waits_ms.clone();
+        waits.sort_by(f64::total_cmp);
+        json!({
+            "waiting": self.held.len(),
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "failed": self.failed,
+            "wait_ms_median": waits.get(waits.len() / 2).map(|w| w.round()),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -203,7 +313,9 @@ impl Worker {
             described: HashSet::new(),
             next_detections: Instant::now(),
             last_frame: Instant::now(),
+            last_size: (0, 0),
             stats: Stats::default(),
+            verify: Verification::new(),
         };
         // Every count starts at zero, so Home Assistant shows 0 rather than "unknown".
         let zeros = worker.counts.iter().map(|(k, v)| (k.clone(), *v)).collect();
@@ -241,6 +353,10 @@ impl Worker {
                     self.process(&frame);
                 }
                 None => {
+                    let released = self
+                        .verify
+                        .released(self.shared.name(), self.config.verify_threshold);
+                    self.report(released, None);
                     // No frames (camera offline or disabled): objects cannot be seen leaving.
                     if self.last_frame.elapsed().as_secs_f64() > self.config.max_lost {
                         self.finish();
@@ -260,15 +376,19 @@ impl Worker {
         if events.is_empty() {
             return;
         }
-        let counts = self.counts_changed();
-        self.send(FrameReport {
-            camera: self.name().to_string(),
-            frame_size: (0, 0),
-            events,
-            counts,
-            detections: None,
-            snapshots: Vec::new(),
-        });
+        // Ends carry no pixels: an empty frame stands in for them.
+        let none = Frame {
+            width: 0,
+            height: 0,
+            rgb: Arc::new(Vec::new()),
+            captured: SystemTime::now(),
+        };
+        let ready = events
+            .into_iter()
+            .filter_map(|e| self.verify.intercept(&none, e))
+            .map(|e| (none.clone(), e))
+            .collect();
+        self.report(ready, None);
     }
 
     fn process(&mut self, frame: &Frame) {
@@ -289,25 +409,23 @@ impl Worker {
                 }
             };
         self.stats.last_error = None;
+        self.last_size = (frame.width, frame.height);
         let time = unix_seconds(frame.captured);
         let events = self
             .tracker
             .update(&found.detections, time, frame.width, frame.height);
-        let mut snapshots = Vec::new();
-        for event in &events {
-            if shows_a_better_view(event) {
-                match self.snapshot(frame, &event.after) {
-                    Ok(jpeg) => snapshots.push(Snapshot {
-                        object_id: event.after.id.clone(),
-                        label: event.after.label.clone(),
-                        jpeg,
-                    }),
-                    Err(e) => log::warn!(camera = self.name(); "object snapshot failed: {e:#}"),
-                }
+        let mut ready = self
+            .verify
+            .released(self.shared.name(), self.config.verify_threshold);
+        for event in events {
+            let Some(event) = self.verify.intercept(frame, event) else {
+                continue;
+            };
+            if event.kind == EventKind::New && self.hold_for_verification(frame, &event) {
+                continue;
             }
-            self.maybe_describe(frame, event);
+            ready.push((frame.clone(), event));
         }
-        let counts = self.counts_changed();
         let detections = (self.config.detections_fps > 0.0
             && Instant::now() >= self.next_detections)
             .then(|| {
@@ -316,26 +434,93 @@ impl Worker {
                 Detection2DArray::of(
                     self.name(),
                     frame.captured,
-                    self.tracker.objects().filter(|o| !o.lost),
+                    self.tracker
+                        .objects()
+                        .filter(|o| !o.lost && !self.verify.hides(&o.id)),
                 )
             });
+        self.report(ready, detections);
+        self.stats.frames += 1;
+        self.stats.busy += started.elapsed();
+        self.stats.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Publishes `ready` events (snapshots of new best views with them, first-sight
+    /// descriptions queued), the counts that changed, and `detections` when due.
+    fn report(&mut self, ready: Vec<(Frame, TrackEvent)>, detections: Option<Detection2DArray>) {
+        let mut snapshots = Vec::new();
+        let mut events = Vec::with_capacity(ready.len());
+        for (frame, event) in ready {
+            if frame.width > 0 && shows_a_better_view(&event) {
+                match self.snapshot(&frame, &event.after) {
+                    Ok(jpeg) => snapshots.push(Snapshot {
+                        object_id: event.after.id.clone(),
+                        label: event.after.label.clone(),
+                        jpeg,
+                    }),
+                    Err(e) => log::warn!(camera = self.name(); "object snapshot failed: {e:#}"),
+                }
+            }
+            if frame.width > 0 {
+                self.maybe_describe(&frame, &event);
+            }
+            events.push(event);
+        }
+        let counts = self.counts_changed();
         self.send(FrameReport {
             camera: self.name().to_string(),
-            frame_size: (frame.width, frame.height),
+            frame_size: self.last_size,
             events,
             counts,
             detections,
             snapshots,
         });
-        self.stats.frames += 1;
-        self.stats.busy += started.elapsed();
-        self.stats.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Queues the `verify` check of a new object, if its label is checked; `false` when it is
+    /// not, or the check could not be queued (it is then announced unchecked).
+    fn hold_for_verification(&mut self, frame: &Frame, event: &TrackEvent) -> bool {
+        let object = &event.after;
+        let zone = object
+            .current_zones
+            .first()
+            .map(String::as_str)
+            .unwrap_or("");
+        let Some(question) = self
+            .config
+            .verify_question(&object.label, self.name(), zone)
+        else {
+            return false;
+        };
+        let job = Job {
+            id: crate::clock::new_id(),
+            camera: self.shared.config.clone(),
+            kind: JobKind::Verify(VerifyRequest {
+                object_id: object.id.clone(),
+                question,
+                reply: self.verify.reply.clone(),
+            }),
+            frame: crop(frame, object.bbox),
+            queued: SystemTime::now(),
+        };
+        if self.queue.submit_verify(job).is_err() {
+            log::warn!(camera = self.name(), event_id = object.id.as_str(); "{} announced unchecked: the queue is full (daemon.queue_capacity)", object.label);
+            self.verify.failed += 1;
+            return false;
+        }
+        self.verify
+            .held
+            .insert(object.id.clone(), vec![(frame.clone(), event.clone())]);
+        true
     }
 
     /// The count topics whose value changed since last published, updated.
     fn counts_changed(&mut self) -> Vec<(String, usize)> {
         let mut now: BTreeMap<String, usize> = self.counts.keys().map(|k| (k.clone(), 0)).collect();
         for object in self.tracker.objects() {
+            if self.verify.hides(&object.id) {
+                continue;
+            }
             if let Some(n) = now.get_mut(&object.label) {
                 *n += 1;
             }
@@ -439,6 +624,10 @@ impl Worker {
             "skipped_frames": self.slot.skipped(),
             "error": self.stats.last_error,
         });
+        let mut payload = payload;
+        if self.config.verify.is_some() {
+            payload["verify"] = self.verify.status();
+        }
         self.stats = Stats {
             last_error: self.stats.last_error.take(),
             since: Some(Instant::now()),
@@ -554,6 +743,90 @@ mod tests {
         assert_eq!((big.width, big.height), (640, 480));
         let tiny = crop(&frame(100, 50), [10.0, 10.0, 20.0, 20.0]);
         assert_eq!((tiny.width, tiny.height), (100, 50));
+    }
+
+    /// Two people confirmed on the second frame (`new` each), then gone until both end.
+    fn two_people() -> (Vec<TrackEvent>, Vec<TrackEvent>) {
+        use lookout_pipeline::detect::Detection;
+        let mut tracker = Tracker::new(TrackerConfig::default(), 7);
+        let person = |x: f32| Detection {
+            class_id: 0,
+            label: "person".into(),
+            score: 0.9,
+            bbox: [x, 100.0, x + 100.0, 400.0],
+        };
+        let both = [person(50.0), person(400.0)];
+        let mut new = tracker.update(&both, 0.0, 640, 480);
+        new.extend(tracker.update(&both, 0.2, 640, 480));
+        let mut end = Vec::new();
+        for i in 0..30 {
+            end.extend(tracker.update(&[], 0.4 + i as f64 * 0.2, 640, 480));
+        }
+        (new, end)
+    }
+
+    #[test]
+    fn verdicts_release_held_objects_in_order_or_drop_them_for_good() {
+        let (new, end) = two_people();
+        assert_eq!((new.len(), end.len()), (2, 2));
+        let f = frame(4, 4);
+        let mut v = Verification::new();
+        let (kept, dropped) = (new[0].after.id.clone(), new[1].after.id.clone());
+        for event in &new {
+            v.held
+                .insert(event.after.id.clone(), vec![(f.clone(), event.clone())]);
+        }
+        assert!(v.hides(&kept) && v.hides(&dropped));
+        assert!(v.released("yard", 0.5).is_empty(), "no verdict yet");
+
+        let verdict = |id: &str, yes| Verdict {
+            object_id: id.into(),
+            yes,
+            waited: Duration::from_millis(40),
+        };
+        v.reply.send(verdict(&kept, Ok(0.7))).unwrap();
+        v.reply.send(verdict(&dropped, Ok(0.3))).unwrap();
+        let released = v.released("yard", 0.5);
+        assert_eq!(released.len(), 1);
+        assert_eq!(
+            (released[0].1.kind, &released[0].1.after.id),
+            (EventKind::New, &kept)
+        );
+        assert!(!v.hides(&kept) && v.hides(&dropped));
+        assert_eq!((v.kept, v.dropped, v.failed), (1, 1, 0));
+
+        // The kept object's end passes; the dropped one's is swallowed, and it is forgotten.
+        let passed: Vec<TrackEvent> = end.into_iter().filter_map(|e| v.intercept(&f, e)).collect();
+        assert_eq!(passed.len(), 1);
+        assert_eq!(passed[0].after.id, kept);
+        assert!(v.rejected.is_empty());
+        assert_eq!(v.status()["wait_ms_median"], 40.0);
+    }
+
+    #[test]
+    fn a_failed_check_announces_the_object_with_what_happened_meanwhile() {
+        let (new, end) = two_people();
+        let f = frame(4, 4);
+        let mut v = Verification::new();
+        let id = new[0].after.id.clone();
+        v.held.insert(id.clone(), vec![(f.clone(), new[0].clone())]);
+        // Its end arrives while the check runs: held behind the `new`.
+        let end = end.into_iter().find(|e| e.after.id == id).unwrap();
+        assert!(v.intercept(&f, end).is_none());
+        v.reply
+            .send(Verdict {
+                object_id: id.clone(),
+                yes: Err("inference failed".into()),
+                waited: Duration::ZERO,
+            })
+            .unwrap();
+        let kinds: Vec<EventKind> = v
+            .released("yard", 0.5)
+            .iter()
+            .map(|(_, e)| e.kind)
+            .collect();
+        assert_eq!(kinds, [EventKind::New, EventKind::End]);
+        assert_eq!(v.failed, 1);
     }
 
     #[test]

@@ -576,6 +576,8 @@ impl Session {
                 }
             }
             (JobKind::Describe { .. }, Err(_)) => {}
+            // Verdicts go straight back to the camera's detector thread.
+            (JobKind::Verify(_), _) => {}
             (JobKind::Ask { question, reply }, outcome) => {
                 let (text, error, timings) = match outcome {
                     Ok(d) => (
