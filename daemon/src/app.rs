@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::camera::{CameraShared, supervisor};
 use crate::config::{
     Broker, CameraConfig, Config, DEFAULT_MODEL_DIR, DEFAULT_OUTBOX_MAX_BYTES, ModelSource,
+    detect::DetectConfig,
 };
 use crate::detection::slot::FrameSlot;
 use crate::jobs::{Job, JobKind, JobQueue, JobResult};
@@ -299,6 +300,7 @@ fn start_generation(
                     crate::detection::worker::spawn(
                         shared.clone(),
                         detect.clone(),
+                        config.detector_source(detect)?,
                         slot.clone(),
                         queue.clone(),
                         detection_tx.clone(),
@@ -392,8 +394,16 @@ pub fn check(file: &Path) -> anyhow::Result<String> {
         }
         // `run` keeps a camera whose detector cannot load describing; here it is an error.
         if let Some(detect) = &camera.detect {
-            crate::detection::worker::load_detector(detect)
-                .map_err(|e| anyhow::anyhow!("camera[{i}].detect.model: {e:#}"))?;
+            let source = config.detector_source(detect)?;
+            // A hub detector not fetched yet is fetched by `run`; one already here is loaded.
+            if source.download.is_none() || source.path.is_file() {
+                let detect = DetectConfig {
+                    model: Some(source.path),
+                    ..detect.clone()
+                };
+                crate::detection::worker::load_detector(&detect)
+                    .map_err(|e| anyhow::anyhow!("camera[{i}].detect.model: {e:#}"))?;
+            }
         }
     }
     let broker = match config.broker() {

@@ -189,3 +189,84 @@ fn unknown_repository_is_a_clear_error() {
     let (ok, out) = lookout(&["check-config", bad.to_str().unwrap()], &[]);
     assert!(!ok && out.contains("model.id"), "{out}");
 }
+
+#[test]
+fn a_hub_detector_is_fetched_once_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/detectors");
+    let hub = Hub::start("test-org/detectors", fixtures.clone());
+    let camera = |model: &str| {
+        testsrc_camera(
+            "yard",
+            &format!(
+                "interval = 0\nscene_change = 0\n[camera.detect]\nmodel = \"{model}\"\nlabels = [\"ball\"]\n"
+            ),
+        )
+    };
+    let with_hub = |camera: &str| {
+        config(dir.path(), &format!("url = \"{}\"", broker.url()), camera).replacen(
+            "[model]\n",
+            &format!(
+                "[model]\nhub_url = \"{}\"\ncache_dir = {:?}\n",
+                hub.url,
+                dir.path().join("cache").display().to_string()
+            ),
+            1,
+        )
+    };
+    let cfg = with_hub(&camera("hf://test-org/detectors/ball.onnx"));
+    let cached = dir
+        .path()
+        .join("cache/detectors/test-org--detectors--main/ball.onnx");
+
+    // check-config does not fetch: that is `run`'s first start.
+    let path = dir.path().join("lookout.toml");
+    write(&path, &cfg);
+    let (ok, out) = lookout(&["check-config", path.to_str().unwrap()], &[]);
+    assert!(ok, "{out}");
+    assert!(!cached.exists() && hub.requests().is_empty());
+
+    for start in ["first", "second"] {
+        let sub = Subscriber::connect(broker.port, None);
+        let mut daemon = Daemon::start(dir.path(), &cfg);
+        sub.wait(&format!("{start} start: a ball"), T, |m| {
+            m.topic == "lookout/events" && m.json()["type"] == "new"
+        });
+        assert!(daemon.term().success());
+    }
+    assert_eq!(
+        std::fs::read(&cached).unwrap(),
+        std::fs::read(fixtures.join("ball.onnx")).unwrap()
+    );
+    assert_eq!(
+        hub.requests(),
+        ["/test-org/detectors/resolve/main/ball.onnx"],
+        "fetched once"
+    );
+
+    // A file the hub does not have: the detector says so, naming it; the camera runs on.
+    let cfg = with_hub(&camera("hf://test-org/detectors/missing.onnx"));
+    let sub = Subscriber::connect(broker.port, None);
+    let mut daemon = Daemon::start(dir.path(), &cfg);
+    let status = sub.wait("the detector's error", T, |m| {
+        m.topic == "lookout/yard/detector" && m.json()["state"] == "error"
+    });
+    let error = status.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("test-org/detectors@main/missing.onnx") && error.contains("HTTP 404"),
+        "{error}"
+    );
+    sub.wait("the camera still online", T, |m| {
+        m.topic == "lookout/yard/status" && m.json()["state"] == "online"
+    });
+    assert!(daemon.term().success());
+
+    // A malformed reference is a config error that names the key.
+    write(&path, &with_hub(&camera("hf://test-org/ball.onnx")));
+    let (ok, out) = lookout(&["check-config", path.to_str().unwrap()], &[]);
+    assert!(
+        !ok && out.contains("camera[0].detect.model") && out.contains("hf://owner/name"),
+        "{out}"
+    );
+}

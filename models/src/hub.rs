@@ -85,6 +85,69 @@ impl RepoRef {
     }
 }
 
+/// One file of a hub repository: `hf://owner/name[@revision]/path/in/the/repo`, as the Hugging
+/// Face hub's own file system names it (an ONNX detector, for one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HubFile {
+    pub repo: RepoRef,
+    pub path: String,
+}
+
+/// The scheme of a [`HubFile`].
+pub const HUB_FILE_SCHEME: &str = "hf://";
+
+impl HubFile {
+    /// `None` when `reference` is not an `hf://` reference at all (a local path, then).
+    pub fn parse(reference: &str) -> Option<anyhow::Result<HubFile>> {
+        let rest = reference.strip_prefix(HUB_FILE_SCHEME)?;
+        let parsed = (|| {
+            let mut parts = rest.splitn(3, '/');
+            let (owner, name, path) = match (parts.next(), parts.next(), parts.next()) {
+                (Some(o), Some(n), Some(p)) if !p.is_empty() => (o, n, p),
+                _ => bail!("{reference:?} is not hf://owner/name[@revision]/path/to/file"),
+            };
+            let repo = RepoRef::resolve(&format!("{owner}/{name}"))
+                .with_context(|| format!("in {reference:?}"))?;
+            let file_ok = path.split('/').all(|part| {
+                !part.is_empty()
+                    && part != "."
+                    && part != ".."
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            });
+            if !file_ok {
+                bail!("{reference:?}: the file path {path:?} must be plain names separated by /");
+            }
+            Ok(HubFile {
+                repo,
+                path: path.to_string(),
+            })
+        })();
+        Some(parsed)
+    }
+
+    /// Where the file lives under a cache directory: `<repo dir name>/<path>`.
+    pub fn local_path(&self, cache: &Path) -> std::path::PathBuf {
+        cache.join(self.repo.dir_name()).join(&self.path)
+    }
+}
+
+/// Fetches `file` from `hub` to `file.local_path(cache)` unless it is there already, and returns
+/// that path. The file is written whole or not at all (a `.part` file renamed when complete).
+pub fn fetch_file(hub: &str, file: &HubFile, cache: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let dest = file.local_path(cache);
+    if dest.is_file() {
+        return Ok(dest);
+    }
+    let dir = cache.join(file.repo.dir_name());
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    Client::new(hub, &file.repo).get(&file.path, &dir, true)?;
+    Ok(dest)
+}
+
 /// Files of a checkpoint directory: these must exist...
 const REQUIRED: &[&str] = &[
     "config.json",
@@ -250,6 +313,37 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hub_files_parse_and_refuse_what_could_escape_the_cache() {
+        assert!(HubFile::parse("/var/lib/lookout/yolo.onnx").is_none());
+        let f = HubFile::parse("hf://org/detectors@v2/onnx/model.onnx")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                f.repo.repo.as_str(),
+                f.repo.revision.as_str(),
+                f.path.as_str()
+            ),
+            ("org/detectors", "v2", "onnx/model.onnx")
+        );
+        assert_eq!(
+            f.local_path(Path::new("/c")),
+            Path::new("/c/org--detectors--v2/onnx/model.onnx")
+        );
+        let main = HubFile::parse("hf://org/d/m.onnx").unwrap().unwrap();
+        assert_eq!(main.repo.revision, "main");
+        for bad in [
+            "hf://org/d",
+            "hf://org/d/",
+            "hf://org/d/../x.onnx",
+            "hf://org/d/a//b",
+            "hf://../d/x",
+        ] {
+            assert!(HubFile::parse(bad).unwrap().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn ids_resolve_to_repositories() {

@@ -30,7 +30,8 @@ const RESERVED_NAMES: [&str; 13] = [
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
-    /// The ONNX detector file.
+    /// The ONNX detector file, or `hf://owner/name[@revision]/path/file.onnx` on the hub
+    /// (`[model] hub_url`), fetched into the cache on first start.
     pub model: Option<PathBuf>,
     /// Frames per second run through the detector.
     pub fps: f64,
@@ -153,10 +154,14 @@ impl DetectConfig {
         match &self.model {
             None => err(
                 &k("model"),
-                "is required (the path of an ONNX detector)".into(),
+                "is required (the path of an ONNX detector, or hf://owner/name/file.onnx)".into(),
             ),
-            Some(p) if !p.is_file() => err(&k("model"), format!("no file at {}", p.display())),
-            Some(_) => {}
+            Some(p) => match p.to_str().and_then(lookout_models::hub::HubFile::parse) {
+                Some(Err(e)) => err(&k("model"), format!("{e:#}")),
+                Some(Ok(_)) => {}
+                None if !p.is_file() => err(&k("model"), format!("no file at {}", p.display())),
+                None => {}
+            },
         }
         if !(self.fps > 0.0 && self.fps <= 30.0) {
             err(

@@ -237,6 +237,23 @@ pub enum ModelSource {
     },
 }
 
+/// Where a camera's detector is: a file, or a hub file fetched into the cache on first start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorSource {
+    /// The file the detector loads from.
+    pub path: PathBuf,
+    /// Set for an `hf://` model, fetched to `path` when it is not there yet.
+    pub download: Option<DetectorDownload>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorDownload {
+    pub hub: String,
+    pub file: lookout_models::hub::HubFile,
+    /// The detector cache; `path` is `file.local_path(cache)`.
+    pub cache: PathBuf,
+}
+
 impl ModelSource {
     pub fn dir(&self) -> &Path {
         match self {
@@ -573,6 +590,29 @@ impl Config {
             repo,
             dir,
         })
+    }
+
+    /// Where `detect.model` points (validated already).
+    pub fn detector_source(&self, detect: &detect::DetectConfig) -> anyhow::Result<DetectorSource> {
+        let model = detect.model.as_ref().context("detect.model is not set")?;
+        match model.to_str().and_then(lookout_models::hub::HubFile::parse) {
+            None => Ok(DetectorSource {
+                path: model.clone(),
+                download: None,
+            }),
+            Some(file) => {
+                let file = file.context("detect.model")?;
+                let cache = self.cache_dir()?.join("detectors");
+                Ok(DetectorSource {
+                    path: file.local_path(&cache),
+                    download: Some(DetectorDownload {
+                        hub: self.model.hub_url.clone(),
+                        file,
+                        cache,
+                    }),
+                })
+            }
+        }
     }
 
     fn cache_dir(&self) -> anyhow::Result<PathBuf> {

@@ -6,11 +6,13 @@
 //! says why on `<camera>/detector`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use lookout_pipeline::detect::{Detector, DetectorOptions, Thresholds};
 use lookout_pipeline::track::{
     Change, EventKind, Polygon, TrackEvent, TrackedObject, Tracker, TrackerConfig, ZoneConfig,
@@ -23,6 +25,7 @@ use super::slot::FrameSlot;
 use super::{DetectionMsg, FrameReport, Snapshot};
 use crate::camera::{CameraShared, Frame};
 use crate::config::detect::DetectConfig;
+use crate::config::{DetectorDownload, DetectorSource};
 use crate::jobs::{Job, JobKind, JobQueue, ObjectTrigger, Trigger, Verdict, VerifyRequest};
 
 /// Longest wait for a frame, so a stop is seen promptly.
@@ -36,7 +39,8 @@ const MIN_CROP: u32 = 224;
 
 pub fn spawn(
     shared: Arc<CameraShared>,
-    config: DetectConfig,
+    mut config: DetectConfig,
+    source: DetectorSource,
     slot: Arc<FrameSlot>,
     queue: Arc<JobQueue>,
     out: mpsc::Sender<DetectionMsg>,
@@ -45,20 +49,47 @@ pub fn spawn(
         .name(format!("detect-{}", shared.name()))
         .spawn(move || {
             let camera = shared.name().to_string();
-            let worker = match Worker::new(shared, config, slot.clone(), queue, out.clone()) {
-                Ok(w) => w,
+            let status = |payload: serde_json::Value| {
+                let _ = out.blocking_send(DetectionMsg::Status {
+                    camera: camera.clone(),
+                    payload: payload.to_string(),
+                });
+            };
+            let started = fetch(&camera, &source, &status).and_then(|path| {
+                config.model = Some(path);
+                Worker::new(shared, config, slot.clone(), queue, out.clone())
+            });
+            match started {
+                Ok(worker) => worker.run(),
                 Err(e) => {
                     log::error!(camera = camera.as_str(); "object detection is off: {e:#}");
-                    let payload = json!({ "state": "error", "error": format!("{e:#}") });
-                    let _ = out.blocking_send(DetectionMsg::Status {
-                        camera,
-                        payload: payload.to_string(),
-                    });
-                    return;
+                    status(json!({ "state": "error", "error": format!("{e:#}") }));
                 }
-            };
-            worker.run();
+            }
         })
+}
+
+/// The detector's file, fetched first when it is a hub file not downloaded yet.
+fn fetch(
+    camera: &str,
+    source: &DetectorSource,
+    status: &dyn Fn(serde_json::Value),
+) -> anyhow::Result<PathBuf> {
+    let Some(DetectorDownload { hub, file, cache }) =
+        source.download.as_ref().filter(|_| !source.path.is_file())
+    else {
+        return Ok(source.path.clone());
+    };
+    let what = format!(
+        "{hub}/{}@{}/{}",
+        file.repo.repo, file.repo.revision, file.path
+    );
+    log::info!(camera = camera; "downloading detector {what}");
+    status(json!({ "state": "downloading", "model": what }));
+    let path = lookout_models::hub::fetch_file(hub, file, cache)
+        .with_context(|| format!("detect.model: cannot download {what}"))?;
+    log::info!(camera = camera; "detector downloaded to {}", path.display());
+    Ok(path)
 }
 
 /// The camera's detector, as its `detect` table says.
