@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
+mod latency;
+
 use anyhow::Context;
 use clap::{ArgGroup, Args};
 use lookout_models::{Checkpoint, Precision};
@@ -62,6 +64,17 @@ pub struct BenchArgs {
         conflicts_with = "model"
     )]
     pub onnxruntime_script: Option<PathBuf>,
+    /// With --detector: measure the detector's latency (frame captured -> boxes) at --fps, idle
+    /// and while the language model of DIR (q4_0) describes a 1920x1080 frame, with its threads
+    /// at nice 5 (as the daemon runs them) and at nice 0.
+    #[arg(long, value_name = "DIR", requires = "detector")]
+    pub while_describing: Option<PathBuf>,
+    /// Frames per second offered to the detector (with --while-describing).
+    #[arg(long, default_value_t = 5.0, requires = "while_describing")]
+    pub fps: f64,
+    /// Niceness of the language model's threads (one run of --while-describing).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub nice: i32,
     /// Run one configuration in this process (used by the parent run).
     #[arg(long, hide = true)]
     pub single: bool,
@@ -82,6 +95,13 @@ impl BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let (Some(detector), Some(model)) = (&args.detector, &args.while_describing) {
+        return if args.single {
+            latency::run_single(&args, detector, model)
+        } else {
+            latency::run(&args, detector, model)
+        };
+    }
     if let Some(detector) = &args.detector {
         return if args.single {
             run_detector_single(&args, detector)
