@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use lookout_pipeline::answer::{AnswerKind, Question};
 use lookout_pipeline::engine::{Cancel, Cancelled, Description, Engine, EngineOptions, Request};
 use lookout_pipeline::sampler::SamplingParams;
 
@@ -85,10 +86,6 @@ pub struct Verdict {
     /// From queued to answered.
     pub waited: Duration,
 }
-
-/// The ways a yes or a no starts an answer; each side's probabilities are summed.
-const YES: [&str; 2] = ["Yes", "yes"];
-const NO: [&str; 2] = ["No", "no"];
 
 #[derive(Clone, Debug)]
 pub struct Job {
@@ -407,16 +404,15 @@ fn verify(engine: &Engine, job: &Job, request: &VerifyRequest, cancel: &Cancel) 
     )
     .map_err(|e| format!("bad frame: {e}"))
     .and_then(|image| {
-        let mut ask = Request::new(request.question.clone());
-        ask.image = Some(image);
+        let question = Question {
+            text: request.question.clone(),
+            kind: AnswerKind::YesNo,
+        };
         // A crop is small: its overview image says all there is.
-        ask.max_slices = Some(1);
-        ask.cancel = cancel.clone();
-        let options: Vec<&str> = YES.iter().chain(&NO).copied().collect();
-        let choice = engine
-            .choose(&ask, &options)
+        let answers = engine
+            .answer(Some(&image), Some(1), &[question], cancel)
             .map_err(|e| format!("{e:#}"))?;
-        Ok(choice.options[..YES.len()].iter().map(|o| o.share).sum())
+        Ok(answers[0].scores["yes"])
     });
     match &yes {
         Ok(share) => log::info!(

@@ -10,7 +10,6 @@ use anyhow::Context;
 use lookout_models::{Architecture, Checkpoint, Precision};
 use serde::Serialize;
 
-use crate::choice::{Choice, log_softmax_at};
 use crate::image::prompt::{PlaceholderTokens, expand_image_placeholders};
 use crate::image::{ImageProcessorConfig, RgbImage, preprocess};
 use crate::minicpmv46::VisionEncoder;
@@ -76,7 +75,7 @@ impl Cancel {
         self.0.load(Ordering::Relaxed)
     }
 
-    fn check(&self) -> Result<(), Cancelled> {
+    pub(crate) fn check(&self) -> Result<(), Cancelled> {
         if self.is_cancelled() {
             Err(Cancelled)
         } else {
@@ -133,6 +132,8 @@ pub struct Engine {
     /// Present for checkpoints with a vision tower.
     pub vision: Option<Vision>,
     load_ms: f64,
+    /// Tokens a number answer may use ([`crate::answer`]), found on first use.
+    pub(crate) number_tokens: std::sync::OnceLock<Vec<(u32, String)>>,
 }
 
 /// The image half: processor settings, the encoder, and the token its features replace.
@@ -201,6 +202,7 @@ impl Engine {
             lm,
             vision,
             load_ms: ms(start),
+            number_tokens: std::sync::OnceLock::new(),
         })
     }
 
@@ -223,60 +225,19 @@ impl Engine {
         )
     }
 
-    /// Scores each of `options` as the whole answer to `request` (its prompt and image; sampling
-    /// and `max_tokens` play no part): the log probability the model gives the option's tokens,
-    /// read off its output distributions with the option fed in (teacher forcing), not sampled.
-    /// The prompt and image are read once; each option continues a fork of that state. An answer
-    /// the model would not have phrased this way still gets its true, lower probability.
-    pub fn choose(&self, request: &Request, options: &[&str]) -> anyhow::Result<Choice> {
-        anyhow::ensure!(!options.is_empty(), "no options to choose from");
-        let prompt = self.request_prompt(request)?;
-        let mut tokenized = Vec::with_capacity(options.len());
-        for option in options {
-            let tokens = self.tokenizer.encode(option)?;
-            anyhow::ensure!(!tokens.is_empty(), "option {option:?} has no tokens");
-            tokenized.push(tokens);
-        }
-        let longest = tokenized.iter().map(Vec::len).max().unwrap_or(0);
-        let max_context = self.lm.config.max_position_embeddings;
-        anyhow::ensure!(
-            prompt.ids.len() + longest <= max_context,
-            "the prompt ({} tokens) plus the longest option ({longest}) exceed the model's context of {max_context}",
-            prompt.ids.len()
-        );
-        request.cancel.check()?;
-        let prefill_start = Instant::now();
-        let mut prompt_state = self.lm.new_state()?;
-        let first_logits = self.lm.forward(&mut prompt_state, &prompt.embeds)?;
-        let prefill_ms = ms(prefill_start);
-
-        let score_start = Instant::now();
-        let mut scored = Vec::with_capacity(options.len());
-        for (option, tokens) in options.iter().zip(tokenized) {
-            request.cancel.check()?;
-            let mut logprob = f64::from(log_softmax_at(&first_logits, tokens[0]));
-            if tokens.len() > 1 {
-                let mut state = self.lm.fork(&prompt_state)?;
-                for pair in tokens.windows(2) {
-                    let logits = self.lm.forward(&mut state, &self.lm.embed(&pair[..1])?)?;
-                    logprob += f64::from(log_softmax_at(&logits, pair[1]));
-                }
-            }
-            scored.push((option.to_string(), tokens, logprob));
-        }
-        Ok(Choice::new(
-            scored,
-            prompt.ids.len(),
-            prompt.image_tokens,
-            Timings {
-                load_ms: self.load_ms,
-                encode_ms: prompt.encode_ms,
-                prefill_ms,
-                decode_ms: ms(score_start),
-                prefill_tokens_per_s: per_second(prompt.ids.len(), prefill_ms),
-                decode_tokens_per_s: 0.0,
-            },
-        ))
+    /// The chat prompt of `text` alone.
+    pub(crate) fn text_prompt(&self, text: &str) -> anyhow::Result<ImagePrompt> {
+        let rendered = self
+            .tokenizer
+            .render_chat(&[Message::user(text.to_string())], true)?;
+        let ids = self.tokenizer.encode(&rendered)?;
+        let embeds = self.lm.embed(&ids)?;
+        Ok(ImagePrompt {
+            ids,
+            embeds,
+            image_tokens: 0,
+            encode_ms: 0.0,
+        })
     }
 
     /// The chat prompt of `request`, with its image's features in place when it has one.
@@ -285,19 +246,7 @@ impl Engine {
             Some(image) => {
                 self.image_prompt_until(image, &request.prompt, request.max_slices, &request.cancel)
             }
-            None => {
-                let rendered = self
-                    .tokenizer
-                    .render_chat(&[Message::user(request.prompt.clone())], true)?;
-                let ids = self.tokenizer.encode(&rendered)?;
-                let embeds = self.lm.embed(&ids)?;
-                Ok(ImagePrompt {
-                    ids,
-                    embeds,
-                    image_tokens: 0,
-                    encode_ms: 0.0,
-                })
-            }
+            None => self.text_prompt(&request.prompt),
         }
     }
 
@@ -319,10 +268,19 @@ impl Engine {
         max_slices: Option<usize>,
         cancel: &Cancel,
     ) -> anyhow::Result<ImagePrompt> {
-        let vision = self
-            .vision
-            .as_ref()
-            .context("this checkpoint has no vision tower (a text-only Qwen3.5 model): it cannot describe images")?;
+        let encoded = self.encode_image(image, max_slices, cancel)?;
+        self.prompt_about(&encoded, text)
+    }
+
+    /// Preprocesses and encodes `image` (slice by slice), ready to be spliced into any number of
+    /// prompts about it.
+    pub(crate) fn encode_image(
+        &self,
+        image: &RgbImage,
+        max_slices: Option<usize>,
+        cancel: &Cancel,
+    ) -> anyhow::Result<EncodedImage> {
+        let vision = self.vision()?;
         let start = Instant::now();
         let mut processor = vision.processor.clone();
         if let Some(n) = max_slices {
@@ -331,27 +289,6 @@ impl Engine {
         }
         let image = preprocess(image, &processor)?;
         let layout = image.token_layout(vision.encoder.downsample_mode());
-        // Multimodal templates render an image part as the image token; text-only templates
-        // (Qwen's own, for one) reject non-string content, and get the token inline instead, in
-        // the same place and form.
-        let rendered = match self
-            .tokenizer
-            .render_chat(&[Message::user_with_image(text)], true)
-        {
-            Ok(rendered) => rendered,
-            Err(_) => {
-                let inline = format!("{}\n{text}", vision.placeholders.image_token);
-                self.tokenizer.render_chat(&[Message::user(inline)], true)?
-            }
-        };
-        let expanded = expand_image_placeholders(
-            &rendered,
-            &[layout],
-            &vision.placeholders,
-            processor.use_image_id,
-        )?;
-        let ids = self.tokenizer.encode(&expanded)?;
-
         let slices: Vec<(&[f32], (usize, usize))> = image
             .all()
             .map(|s| {
@@ -372,6 +309,48 @@ impl Engine {
                 vision.encoder.encode(pixels, *grid)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(EncodedImage {
+            layout,
+            use_image_id: processor.use_image_id,
+            features,
+            encode_ms: ms(start),
+        })
+    }
+
+    fn vision(&self) -> anyhow::Result<&Vision> {
+        self.vision
+            .as_ref()
+            .context("this checkpoint has no vision tower (a text-only Qwen3.5 model): it cannot describe images")
+    }
+
+    /// The chat prompt of `text` about an encoded image, tokenized exactly as the reference
+    /// processor does, the image features in place of its placeholder tokens.
+    pub(crate) fn prompt_about(
+        &self,
+        encoded: &EncodedImage,
+        text: &str,
+    ) -> anyhow::Result<ImagePrompt> {
+        let vision = self.vision()?;
+        // Multimodal templates render an image part as the image token; text-only templates
+        // (Qwen's own, for one) reject non-string content, and get the token inline instead, in
+        // the same place and form.
+        let rendered = match self
+            .tokenizer
+            .render_chat(&[Message::user_with_image(text)], true)
+        {
+            Ok(rendered) => rendered,
+            Err(_) => {
+                let inline = format!("{}\n{text}", vision.placeholders.image_token);
+                self.tokenizer.render_chat(&[Message::user(inline)], true)?
+            }
+        };
+        let expanded = expand_image_placeholders(
+            &rendered,
+            std::slice::from_ref(&encoded.layout),
+            &vision.placeholders,
+            encoded.use_image_id,
+        )?;
+        let ids = self.tokenizer.encode(&expanded)?;
         let mut embeds = self.lm.embed(&ids)?;
         let width = self.lm.config.hidden_size;
         let positions: Vec<usize> = ids
@@ -380,7 +359,8 @@ impl Engine {
             .filter(|(_, id)| **id == vision.image_token_id)
             .map(|(i, _)| i)
             .collect();
-        let feature_rows: Vec<&[f32]> = features
+        let feature_rows: Vec<&[f32]> = encoded
+            .features
             .iter()
             .flat_map(|f| f.chunks_exact(width))
             .collect();
@@ -397,7 +377,7 @@ impl Engine {
             image_tokens: positions.len(),
             ids,
             embeds,
-            encode_ms: ms(start),
+            encode_ms: encoded.encode_ms,
         })
     }
 
@@ -468,6 +448,14 @@ impl Engine {
             },
         })
     }
+}
+
+/// An image's features, slice by slice, and where they go in a prompt.
+pub(crate) struct EncodedImage {
+    layout: crate::image::prompt::ImageTokenLayout,
+    use_image_id: bool,
+    features: Vec<Vec<f32>>,
+    encode_ms: f64,
 }
 
 /// A prompt about an image, ready for prefill.

@@ -1,4 +1,4 @@
-pub mod choice;
+pub mod answer;
 pub mod detect;
 pub mod embedding;
 pub mod engine;

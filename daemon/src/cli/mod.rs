@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+mod ask;
 mod bench;
 mod check_config;
 mod describe;
@@ -23,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Describe an image, or chat without one, with a local model.
     Describe(describe::DescribeArgs),
+    /// Ask typed questions about an image: yes/no, a choice, a number or short text.
+    Ask(ask::AskArgs),
     /// Find objects in an image with an ONNX detector.
     Detect(detect::DetectArgs),
     /// Measure a model (load time, peak memory, prefill and decode speed), or an ONNX detector
@@ -37,6 +40,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Describe(args) => describe::run(args),
+        Command::Ask(args) => ask::run(args),
         Command::Detect(args) => detect::run(args),
         Command::Run(args) => run::run(args),
         Command::CheckConfig(args) => check_config::run(args),
