@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use lookout_pipeline::answer::{AnswerKind, Question};
+use lookout_pipeline::answer::{Answer, AnswerKind, Question};
 use lookout_pipeline::engine::{Cancel, Cancelled, Description, Engine, EngineOptions, Request};
 use lookout_pipeline::sampler::SamplingParams;
 
@@ -63,6 +63,8 @@ pub enum JobKind {
         question: String,
         /// Where an MQTT 5 asker wants the answer as well.
         reply: Option<crate::mqtt::Reply>,
+        /// The answer's type; `None` is free text, as a description.
+        answer: Option<AnswerKind>,
     },
     /// A yes/no check of a new object before it is announced; the verdict goes back to the
     /// camera's detector thread, not to MQTT.
@@ -97,9 +99,18 @@ pub struct Job {
     pub queued: SystemTime,
 }
 
+/// What a job made.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// A description, or a free-text answer.
+    Text(Description),
+    /// A typed answer (yes/no, a choice, a number, short text).
+    Typed(Answer),
+}
+
 pub struct JobResult {
     pub job: Job,
-    pub outcome: Result<Description, String>,
+    pub outcome: Result<Output, String>,
     /// JPEG of the described frame (descriptions only).
     pub snapshot: Option<Vec<u8>>,
     pub finished: SystemTime,
@@ -393,6 +404,46 @@ fn serve(
     }
 }
 
+/// What an error of the engine is to the asker: a cancelled request was cut by the shutdown.
+fn inference_error(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<Cancelled>() {
+        Some(_) => NOT_ANSWERED_STOPPING.to_string(),
+        None => format!("{e:#}"),
+    }
+}
+
+/// A typed question about the job's frame.
+fn typed_answer(engine: &Engine, job: Job, question: Question, cancel: &Cancel) -> JobResult {
+    let started = Instant::now();
+    let outcome = lookout_pipeline::image::RgbImage::from_raw_rgb(
+        job.frame.width,
+        job.frame.height,
+        job.frame.rgb.to_vec(),
+    )
+    .map_err(|e| format!("bad frame: {e}"))
+    .and_then(|image| {
+        engine
+            .answer(Some(&image), job.camera.max_slices, &[question], cancel)
+            .map(|mut answers| Output::Typed(answers.remove(0)))
+            .map_err(|e| inference_error(&e))
+    });
+    match &outcome {
+        Ok(_) => log::info!(
+            camera = job.camera.name.as_str(), trigger = "ask", event_id = job.id.as_str();
+            "answered in {:.1} s", started.elapsed().as_secs_f64()
+        ),
+        Err(e) => {
+            log::error!(camera = job.camera.name.as_str(), event_id = job.id.as_str(); "inference failed: {e}")
+        }
+    }
+    JobResult {
+        job,
+        outcome,
+        snapshot: None,
+        finished: SystemTime::now(),
+    }
+}
+
 /// Asks the model a new object's yes/no question about its crop (`job.frame`), read off its
 /// answer distribution (no text is generated).
 fn verify(engine: &Engine, job: &Job, request: &VerifyRequest, cancel: &Cancel) -> Verdict {
@@ -447,6 +498,17 @@ fn run_job(engine: &Engine, job: Job, cancel: &Cancel) -> Option<JobResult> {
             job.camera.max_tokens,
             Some(trigger.name()),
         ),
+        JobKind::Ask {
+            question,
+            answer: Some(kind),
+            ..
+        } => {
+            let question = Question {
+                text: question.clone(),
+                kind: kind.clone(),
+            };
+            return Some(typed_answer(engine, job.clone(), question, cancel));
+        }
         JobKind::Ask { question, .. } => (question.clone(), job.camera.max_tokens, None),
     };
     let image = lookout_pipeline::image::RgbImage::from_raw_rgb(
@@ -465,12 +527,10 @@ fn run_job(engine: &Engine, job: Job, cancel: &Cancel) -> Option<JobResult> {
                 sampling: SamplingParams::default(),
                 cancel: cancel.clone(),
             };
-            engine.describe(&request, &mut |_| {}).map_err(|e| {
-                match e.downcast_ref::<Cancelled>() {
-                    Some(_) => NOT_ANSWERED_STOPPING.to_string(),
-                    None => format!("{e:#}"),
-                }
-            })
+            engine
+                .describe(&request, &mut |_| {})
+                .map(Output::Text)
+                .map_err(|e| inference_error(&e))
         }
     };
     let snapshot = match (&job.kind, &outcome) {
@@ -488,7 +548,8 @@ fn run_job(engine: &Engine, job: Job, cancel: &Cancel) -> Option<JobResult> {
         _ => None,
     };
     match &outcome {
-        Ok(d) => log::info!(
+        Ok(Output::Typed(_)) => {}
+        Ok(Output::Text(d)) => log::info!(
             camera = job.camera.name.as_str(), trigger = trigger.unwrap_or("ask"), event_id = job.id.as_str();
             "{} in {:.1} s: {} tokens", if trigger.is_some() { "described" } else { "answered" },
             started.elapsed().as_secs_f64(), d.tokens.len()
@@ -532,6 +593,29 @@ mod tests {
     }
 
     #[test]
+    fn verifications_go_ahead_of_questions_and_count_against_the_capacity() {
+        let q = JobQueue::new(2);
+        let ask = || JobKind::Ask {
+            question: "?".into(),
+            reply: None,
+            answer: None,
+        };
+        q.submit_on_demand(job("a", ask())).unwrap();
+        let (reply, _verdicts) = std::sync::mpsc::channel();
+        let verify = || {
+            JobKind::Verify(VerifyRequest {
+                object_id: "o1".into(),
+                question: "Is there a person?".into(),
+                reply: reply.clone(),
+            })
+        };
+        q.submit_verify(job("b", verify())).unwrap();
+        assert!(q.submit_verify(job("b", verify())).is_err(), "full");
+        assert!(matches!(q.pop().unwrap().kind, JobKind::Verify(_)));
+        assert!(matches!(q.pop().unwrap().kind, JobKind::Ask { .. }));
+    }
+
+    #[test]
     fn on_demand_first_and_triggers_replace() {
         let q = JobQueue::new(2);
         let describe = |camera, trigger| job(camera, JobKind::Describe { trigger });
@@ -550,6 +634,7 @@ mod tests {
             JobKind::Ask {
                 question: "?".into(),
                 reply: None,
+                answer: None,
             },
         ))
         .unwrap();
@@ -558,6 +643,7 @@ mod tests {
             JobKind::Ask {
                 question: "?".into(),
                 reply: None,
+                answer: None,
             },
         ))
         .unwrap();
@@ -567,6 +653,7 @@ mod tests {
                 JobKind::Ask {
                     question: "?".into(),
                     reply: None,
+                    answer: None,
                 }
             ))
             .is_err()
@@ -596,6 +683,7 @@ mod tests {
         let ask = || JobKind::Ask {
             question: "who is at the door?".into(),
             reply: None,
+            answer: None,
         };
         q.submit_trigger(job("yard", describe()));
         q.submit_on_demand(job("door", ask())).unwrap();
@@ -662,6 +750,7 @@ mod tests {
             let kind = JobKind::Ask {
                 question: question.into(),
                 reply: None,
+                answer: None,
             };
             q.submit_on_demand(job("a", kind)).unwrap();
         }

@@ -138,6 +138,55 @@ fn descriptions_discovery_commands_and_clean_stop() {
     assert!(plain["id"].as_str().is_some_and(|id| !id.is_empty()));
     sub.wait("last_answer", T, |m| m.topic == "lookout/yard/last_answer");
 
+    // Typed answers: valid by construction, with the model's confidence; a bad type is refused
+    // and said so.
+    sub.publish(
+        "lookout/yard/ask",
+        r#"{"id":"q-bin","question":"Which bin is out?","answer":"choice","options":["none","green","blue"]}"#,
+    );
+    let typed = sub
+        .wait("answer q-bin", T, |m| {
+            m.topic == "lookout/yard/answer" && m.json()["id"] == "q-bin"
+        })
+        .json();
+    assert_eq!(typed["answer"], "choice", "{typed}");
+    let value = typed["value"].as_str().unwrap();
+    assert!(["none", "green", "blue"].contains(&value), "{typed}");
+    assert_eq!(typed["text"], value);
+    let total: f64 = typed["scores"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-6, "{typed}");
+    assert_eq!(typed["confidence"], typed["scores"][value], "{typed}");
+    sub.publish(
+        "lookout/yard/ask",
+        r#"{"id":"q-door","question":"Is the door open? Answer yes or no.","answer":"yes_no"}"#,
+    );
+    let door = sub
+        .wait("answer q-door", T, |m| {
+            m.topic == "lookout/yard/answer" && m.json()["id"] == "q-door"
+        })
+        .json();
+    assert!(door["value"].is_boolean(), "{door}");
+    sub.publish(
+        "lookout/yard/ask",
+        r#"{"id":"q-bad","question":"Is it?","answer":"boolean"}"#,
+    );
+    let bad = sub
+        .wait("answer q-bad", T, |m| {
+            m.topic == "lookout/yard/answer" && m.json()["id"] == "q-bad"
+        })
+        .json();
+    assert!(
+        bad["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown answer type")),
+        "{bad}"
+    );
+
     // MQTT 5 request/response: the answer also goes to the asker's response topic, carrying
     // its correlation data back.
     let (reply, correlation) = ask_v5(

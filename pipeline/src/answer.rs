@@ -106,6 +106,18 @@ pub enum Value {
     Text(String),
 }
 
+/// As a person reads it: `yes` / `no`, the number, the text.
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Bool(true) => f.write_str("yes"),
+            Value::Bool(false) => f.write_str("no"),
+            Value::Number(n) => write!(f, "{n}"),
+            Value::Text(t) => f.write_str(t),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct AnswerTimings {
     /// Image encoding, shared by every question about the image.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use lookout_models::Precision;
-use lookout_pipeline::answer::{AnswerKind, Question, Value};
+use lookout_pipeline::answer::{AnswerKind, Question};
 use lookout_pipeline::engine::{Cancel, Engine, EngineOptions};
 use lookout_pipeline::image::decode_image;
 
@@ -86,15 +86,9 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
         if args.json {
             println!("{}", serde_json::to_string(answer)?);
         } else {
-            let value = match &answer.value {
-                Value::Bool(true) => "yes".to_string(),
-                Value::Bool(false) => "no".to_string(),
-                Value::Number(n) => n.to_string(),
-                Value::Text(t) => t.clone(),
-            };
             println!(
-                "{}  ->  {value}  (confidence {:.2})",
-                answer.question, answer.confidence
+                "{}  ->  {}  (confidence {:.2})",
+                answer.question, answer.value, answer.confidence
             );
         }
     }

@@ -30,8 +30,9 @@ use crate::config::CameraConfig;
 use crate::detection::DetectionMsg;
 use crate::detection::book::{ObjectBook, Outgoing};
 use crate::discovery::Discovery;
-use crate::jobs::{Job, JobKind, JobQueue, JobResult, Trigger};
+use crate::jobs::{Job, JobKind, JobQueue, JobResult, Output, Trigger};
 use crate::outbox::Outbox;
+use lookout_pipeline::answer::AnswerKind;
 
 /// Home Assistant caps entity states at 255 characters.
 const SUMMARY_MAX: usize = 255;
@@ -480,7 +481,11 @@ impl Session {
     }
 
     fn on_ask(&mut self, camera: &Arc<CameraShared>, text: &str, reply: Option<Reply>) {
-        let (id, question) = parse_ask(text);
+        let Ask {
+            id,
+            question,
+            answer,
+        } = parse_ask(text);
         let name = camera.name().to_string();
         let fail = |s: &mut Session, reply: Option<&Reply>, error: String| {
             log::warn!(camera = name.as_str(), event_id = id.as_str(); "question not answered: {error}");
@@ -493,6 +498,10 @@ impl Session {
         if question.is_empty() {
             return fail(self, reply.as_ref(), "empty question".into());
         }
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => return fail(self, reply.as_ref(), format!("answer: {e}")),
+        };
         let Some(frame) = camera.latest_frame() else {
             return fail(
                 self,
@@ -506,6 +515,7 @@ impl Session {
             kind: JobKind::Ask {
                 question: question.clone(),
                 reply: reply.clone(),
+                answer,
             },
             frame,
             queued: SystemTime::now(),
@@ -527,7 +537,7 @@ impl Session {
         let camera = job.camera.name.clone();
         let frame = json!({ "width": job.frame.width, "height": job.frame.height, "captured": rfc3339(job.frame.captured) });
         match (&job.kind, &r.outcome) {
-            (JobKind::Describe { trigger }, Ok(d)) => {
+            (JobKind::Describe { trigger }, Ok(Output::Text(d))) => {
                 let summary = summarize(&d.text);
                 let object = match trigger {
                     Trigger::Object(o) => Some(o),
@@ -575,19 +585,31 @@ impl Session {
                     self.publish_state(self.topics.camera(&camera, "snapshot"), jpeg.clone());
                 }
             }
-            (JobKind::Describe { .. }, Err(_)) => {}
+            (JobKind::Describe { .. }, _) => {}
             // Verdicts go straight back to the camera's detector thread.
             (JobKind::Verify(_), _) => {}
-            (JobKind::Ask { question, reply }, outcome) => {
+            (
+                JobKind::Ask {
+                    question,
+                    reply,
+                    answer,
+                },
+                outcome,
+            ) => {
                 let (text, error, timings) = match outcome {
-                    Ok(d) => (
+                    Ok(Output::Text(d)) => (
                         Some(d.text.clone()),
                         None,
                         serde_json::to_value(&d.timings).ok(),
                     ),
+                    Ok(Output::Typed(a)) => (
+                        Some(a.value.to_string()),
+                        None,
+                        serde_json::to_value(&a.timings).ok(),
+                    ),
                     Err(e) => (None, Some(e.clone()), None),
                 };
-                let payload = json!({
+                let mut payload = json!({
                     "id": job.id,
                     "camera": camera,
                     "time": rfc3339(r.finished),
@@ -598,6 +620,14 @@ impl Session {
                     "frame": frame,
                     "timings": timings,
                 });
+                if let Some(kind) = answer {
+                    payload["answer"] = json!(kind.name());
+                    if let Ok(Output::Typed(a)) = outcome {
+                        payload["value"] = json!(a.value);
+                        payload["confidence"] = json!(a.confidence);
+                        payload["scores"] = json!(a.scores);
+                    }
+                }
                 self.enqueue_answer(&camera, &payload, reply.as_ref());
                 self.publish_state(
                     self.topics.camera(&camera, "last_answer"),
@@ -608,8 +638,18 @@ impl Session {
     }
 }
 
-/// Plain text, or JSON `{"id": …, "question": …}` (a numeric id is accepted and kept as text).
-pub fn parse_ask(text: &str) -> (String, String) {
+/// A question from `<camera>/ask`: plain text, or JSON `{"id": …, "question": …, "answer": …}`
+/// (a numeric id is accepted and kept as text).
+#[derive(Debug, PartialEq)]
+pub struct Ask {
+    pub id: String,
+    pub question: String,
+    /// The answer type (`yes_no`, `number`, `text`, `choice:a,b` or `choice` with `options`);
+    /// `None` for free text; an error when it is not one.
+    pub answer: Result<Option<AnswerKind>, String>,
+}
+
+pub fn parse_ask(text: &str) -> Ask {
     if text.starts_with('{')
         && let Ok(Value::Object(m)) = serde_json::from_str::<Value>(text)
     {
@@ -624,9 +664,33 @@ pub fn parse_ask(text: &str) -> (String, String) {
             .unwrap_or_default()
             .trim()
             .to_string();
-        return (id, question);
+        let answer = match (m.get("answer"), m.get("options")) {
+            (None | Some(Value::Null), _) => Ok(None),
+            (Some(Value::String(kind)), Some(Value::Array(options))) if kind == "choice" => options
+                .iter()
+                .map(|o| {
+                    o.as_str()
+                        .map(str::to_string)
+                        .ok_or("options must be strings")
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(str::to_string)
+                .and_then(AnswerKind::choice)
+                .map(Some),
+            (Some(Value::String(kind)), _) => kind.parse().map(Some),
+            (Some(other), _) => Err(format!("answer must be a string, not {other}")),
+        };
+        return Ask {
+            id,
+            question,
+            answer,
+        };
     }
-    (new_id(), text.trim().to_string())
+    Ask {
+        id: new_id(),
+        question: text.trim().to_string(),
+        answer: Ok(None),
+    }
 }
 
 /// The first sentence (or line), at most 255 characters, cut on a character boundary.
@@ -664,12 +728,44 @@ mod tests {
     fn asks() {
         assert_eq!(
             parse_ask(r#"{"id":"q1","question":" what? "}"#),
-            ("q1".into(), "what?".into())
+            Ask {
+                id: "q1".into(),
+                question: "what?".into(),
+                answer: Ok(None)
+            }
         );
-        assert_eq!(parse_ask(r#"{"id":7,"question":"x"}"#).0, "7");
-        let (id, q) = parse_ask("is the door open?");
-        assert!(!id.is_empty());
-        assert_eq!(q, "is the door open?");
+        assert_eq!(parse_ask(r#"{"id":7,"question":"x"}"#).id, "7");
+        let plain = parse_ask("is the door open?");
+        assert!(!plain.id.is_empty());
+        assert_eq!(plain.question, "is the door open?");
+        assert_eq!(plain.answer, Ok(None));
+        let answer = |json: &str| parse_ask(json).answer;
+        assert_eq!(
+            answer(r#"{"question":"x","answer":"yes_no"}"#),
+            Ok(Some(AnswerKind::YesNo))
+        );
+        assert_eq!(
+            answer(r#"{"question":"x","answer":"choice","options":["green","blue"]}"#),
+            Ok(Some(AnswerKind::Choice(vec![
+                "green".into(),
+                "blue".into()
+            ])))
+        );
+        assert_eq!(
+            answer(r#"{"question":"x","answer":"choice:a,b"}"#),
+            Ok(Some(AnswerKind::Choice(vec!["a".into(), "b".into()])))
+        );
+        assert!(
+            answer(r#"{"question":"x","answer":"boolean"}"#)
+                .unwrap_err()
+                .contains("unknown answer type")
+        );
+        assert!(
+            answer(r#"{"question":"x","answer":"choice","options":["a"]}"#)
+                .unwrap_err()
+                .contains("at least two")
+        );
+        assert!(answer(r#"{"question":"x","answer":3}"#).is_err());
     }
 
     #[test]
