@@ -37,7 +37,47 @@ impl Discovery<'_> {
         )
     }
 
-    fn base(&self, camera: &str, object: &str, name: &str) -> serde_json::Map<String, Value> {
+    /// What the instance is called once the word lookout is taken off its node id: `host` for
+    /// `lookout-host`, `e2e` for `e2e`, empty for `lookout`.
+    fn instance(&self) -> &str {
+        let id = self.node_id.as_str();
+        match id.get(..7) {
+            Some(head) if head.eq_ignore_ascii_case("lookout") => {
+                id[7..].trim_start_matches(['-', '_'])
+            }
+            _ => id,
+        }
+    }
+
+    /// `<domain>.lookout_<instance>_<camera>_<object>`: the entity id Home Assistant gives the
+    /// entity on creation (`object_id` is deprecated from 2025.10). The instance is part of it,
+    /// so two lookouts with a camera of the same name do not collide.
+    fn entity_id(&self, component: &str, camera: &str, object: &str) -> String {
+        let slug: String = ["lookout", self.instance(), camera, object]
+            .iter()
+            .filter(|part| !part.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("_")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{component}.{slug}")
+    }
+
+    fn base(
+        &self,
+        component: &str,
+        camera: &str,
+        object: &str,
+        name: &str,
+    ) -> serde_json::Map<String, Value> {
         let mut m = serde_json::Map::new();
         m.insert("name".into(), json!(name));
         m.insert(
@@ -45,14 +85,18 @@ impl Discovery<'_> {
             json!(format!("{}_{camera}_{object}", self.node_id)),
         );
         m.insert(
-            "object_id".into(),
-            json!(format!("lookout_{camera}_{object}")),
+            "default_entity_id".into(),
+            json!(self.entity_id(component, camera, object)),
         );
+        let device_name = match self.instance() {
+            "" => "Lookout".to_string(),
+            instance => format!("Lookout {instance}"),
+        };
         m.insert(
             "device".into(),
             json!({
                 "identifiers": [format!("lookout_{}", self.node_id)],
-                "name": format!("Lookout {}", self.node_id),
+                "name": device_name,
                 "manufacturer": "lookout",
                 "model": "MiniCPM-V 4.6 (local)",
                 "sw_version": env!("CARGO_PKG_VERSION"),
@@ -78,7 +122,7 @@ impl Discovery<'_> {
         let t = |leaf: &str| self.topics.camera(c, leaf);
         let mut out = Vec::new();
         let mut add = |component: &str, object: &str, name: &str, extra: Value| {
-            let mut m = self.base(c, object, name);
+            let mut m = self.base(component, c, object, name);
             if let Value::Object(extra) = extra {
                 m.extend(extra);
             }
@@ -105,6 +149,9 @@ impl Discovery<'_> {
             json!({
                 "state_topic": t("description"),
                 "event_types": ["description"],
+                // Descriptions go out through the outbox at QoS 1: subscribe at 1 as well, or
+                // at-least-once delivery stops at the broker.
+                "qos": 1,
                 "icon": "mdi:cctv",
             }),
         );
@@ -131,21 +178,32 @@ impl Discovery<'_> {
                 "payload_off": "OFF",
                 "state_on": "ON",
                 "state_off": "OFF",
+                "entity_category": "config",
+                "icon": "mdi:cctv",
             }),
         );
         add(
             "text",
             "ask",
             &format!("{c} ask"),
-            json!({ "command_topic": t("ask"), "max": 255, "mode": "text", "icon": "mdi:chat-question" }),
+            // The state is the last question asked (retained), so the box is not `unknown` after
+            // Home Assistant restarts.
+            json!({
+                "command_topic": t("ask"),
+                "state_topic": t("ask/state"),
+                "max": 255,
+                "mode": "text",
+                "icon": "mdi:chat-question",
+            }),
         );
         add(
             "sensor",
             "answer",
             &format!("{c} answer"),
+            // A refused or failed question has no summary: its error is the state instead.
             json!({
                 "state_topic": t("last_answer"),
-                "value_template": "{{ value_json.summary }}",
+                "value_template": "{{ value_json.summary if value_json.summary else ('not answered: ' ~ value_json.error)[:255] }}",
                 "json_attributes_topic": t("last_answer"),
                 "icon": "mdi:chat-processing",
             }),
@@ -160,6 +218,7 @@ impl Discovery<'_> {
                 "payload_on": "online",
                 "payload_off": "offline",
                 "device_class": "connectivity",
+                "entity_category": "diagnostic",
             }),
         );
         if let Some(detect) = &camera.detect {
@@ -310,5 +369,18 @@ mod tests {
         assert_eq!(count["state_topic"], "lookout/porch/person");
         let image = find("image/lookout-host_lan/porch_car_snapshot/config");
         assert_eq!(image["image_topic"], "lookout/porch/car/snapshot");
+        assert_eq!(
+            image["default_entity_id"],
+            "image.lookout_host_lan_porch_car_snapshot"
+        );
+        assert!(image.get("object_id").is_none());
+        assert_eq!(image["device"]["name"], "Lookout host_lan");
+        assert_eq!(find("porch_enabled/config")["entity_category"], "config");
+        assert_eq!(find("porch_status/config")["entity_category"], "diagnostic");
+        assert_eq!(find("porch_described/config")["qos"], 1);
+        assert_eq!(
+            find("porch_ask/config")["state_topic"],
+            "lookout/porch/ask/state"
+        );
     }
 }

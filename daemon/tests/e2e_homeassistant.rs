@@ -122,6 +122,35 @@ fn home_assistant_entities_work_from_discovery_alone() {
         render(&answer["value_template"], &answered.text()),
         answered.json()["summary"].as_str().unwrap()
     );
+    // The text box shows the question asked (retained: it survives a Home Assistant restart).
+    let asked = latest(&text["state_topic"]);
+    assert_eq!(asked.text(), "Who is there?");
+    let late = Subscriber::connect(broker.port, None);
+    let text_state = text["state_topic"].as_str().unwrap().to_string();
+    late.wait("the retained question", T, |m| {
+        m.topic == text_state && m.retain
+    });
+
+    // A refused question still reaches the answer sensor, which shows why.
+    sub.publish(text["command_topic"].as_str().unwrap(), "   ");
+    let refused = sub.wait("the refusal", T, |m| {
+        m.topic == topic && m.json()["error"] == "empty question"
+    });
+    assert_eq!(
+        render(&answer["value_template"], &refused.text()),
+        "not answered: empty question"
+    );
+
+    // Entity ids as Home Assistant 2025.10+ wants them: default_entity_id, instance included;
+    // controls and diagnostics out of the main card; descriptions subscribed at QoS 1.
+    assert_eq!(
+        answer["default_entity_id"],
+        "sensor.lookout_e2e_porch_answer"
+    );
+    assert!(answer.get("object_id").is_none(), "{answer}");
+    assert_eq!(entity("switch", "enabled")["entity_category"], "config");
+    assert_eq!(status["entity_category"], "diagnostic");
+    assert_eq!(event["qos"], 1);
 
     // The switch turns the camera off and on, and reports it.
     let switch = entity("switch", "enabled");

@@ -494,7 +494,17 @@ impl Session {
                 "question": question, "text": null, "summary": null, "error": error,
             });
             s.enqueue_answer(&name, &payload, reply);
+            // Home Assistant's answer sensor shows last_answer: a refusal must reach it too.
+            s.publish_state(
+                s.topics.camera(&name, "last_answer"),
+                payload.to_string().into_bytes(),
+            );
         };
+        // The text entity's state: the question last asked, kept across Home Assistant restarts.
+        self.publish_state(
+            self.topics.camera(&name, "ask/state"),
+            question.chars().take(255).collect::<String>().into_bytes(),
+        );
         if question.is_empty() {
             return fail(self, reply.as_ref(), "empty question".into());
         }
