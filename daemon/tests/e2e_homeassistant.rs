@@ -187,3 +187,45 @@ fn home_assistant_entities_work_from_discovery_alone() {
         button["payload_not_available"].as_str().unwrap()
     );
 }
+
+#[test]
+fn a_start_without_a_camera_removes_its_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let mqtt = format!("url = \"{}\"", broker.url());
+    let two = format!(
+        "{}{}",
+        testsrc_camera("porch", "interval = 0\nscene_change = 0"),
+        testsrc_camera("shed", "interval = 0\nscene_change = 0")
+    );
+    let sub = Subscriber::connect(broker.port, None);
+    let mut daemon = Daemon::start(dir.path(), &config(dir.path(), &mqtt, &two));
+    let shed = "homeassistant/switch/e2e/shed_enabled/config";
+    sub.wait("the shed's entities", T, |m| {
+        m.topic == shed && !m.payload.is_empty()
+    });
+    assert!(daemon.term().success());
+
+    // The shed is taken out of the file while lookout is stopped; the next start clears every
+    // retained config of it, and keeps the porch's.
+    let one = testsrc_camera("porch", "interval = 0\nscene_change = 0");
+    let mut daemon = Daemon::start(dir.path(), &config(dir.path(), &mqtt, &one));
+    sub.wait("the shed's switch removed", T, |m| {
+        m.topic == shed && m.payload.is_empty()
+    });
+    let late = Subscriber::connect(broker.port, None);
+    let porch = "homeassistant/switch/e2e/porch_enabled/config";
+    late.wait("the porch's entities", T, |m| m.topic == porch && m.retain);
+    std::thread::sleep(Duration::from_millis(500));
+    let stale: Vec<String> = late
+        .all()
+        .into_iter()
+        .filter(|m| m.topic.contains("/shed_") && !m.payload.is_empty())
+        .map(|m| m.topic)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "retained configs of the removed camera: {stale:?}"
+    );
+    assert!(daemon.term().success());
+}

@@ -497,3 +497,68 @@ fn no_file_runs_on_its_defaults() {
     );
     assert!(daemon.term().success());
 }
+
+/// Seconds since 1970 of lookout's RFC 3339 UTC times (`2026-05-01T12:00:03.120Z`).
+fn unix_seconds(rfc3339: &str) -> f64 {
+    let (date, time) = rfc3339.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
+    let t: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    days as f64 * 86_400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2]
+}
+
+#[test]
+fn describe_now_restarts_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let sub = Subscriber::connect(broker.port, None);
+    let interval = 3.0;
+    let cfg = config(
+        dir.path(),
+        &format!("url = \"{}\"", broker.url()),
+        &testsrc_camera("yard", &format!("interval = {interval}\nscene_change = 0")),
+    );
+    let mut daemon = Daemon::start(dir.path(), &cfg);
+    let described = |trigger: &'static str, after: usize| {
+        let seen = after;
+        sub.wait(&format!("a description ({trigger})"), T, move |m| {
+            m.topic == "lookout/yard/description" && m.json()["trigger"] == trigger
+        });
+        let all = sub.on("lookout/yard/description");
+        all.into_iter()
+            .skip(seen)
+            .map(|m| m.json())
+            .find(|d| d["trigger"] == trigger)
+            .unwrap_or_else(|| panic!("no {trigger} description after #{seen}"))
+    };
+    described("interval", 0);
+    // Well into the interval, a description by hand.
+    std::thread::sleep(Duration::from_secs_f64(interval / 2.0));
+    sub.publish("lookout/yard/describe/set", "PRESS");
+    let on_demand = described("on_demand", 0);
+    let count = sub.on("lookout/yard/description").len();
+    let next = sub.wait("the next interval description", T, |m| {
+        m.topic == "lookout/yard/description"
+            && m.json()["trigger"] == "interval"
+            && unix_seconds(m.json()["queued"].as_str().unwrap())
+                > unix_seconds(on_demand["queued"].as_str().unwrap())
+    });
+    assert!(sub.on("lookout/yard/description").len() > count);
+    let gap = unix_seconds(next.json()["queued"].as_str().unwrap())
+        - unix_seconds(on_demand["queued"].as_str().unwrap());
+    // The interval counts from the description by hand (give or take a sampling period).
+    assert!(
+        gap >= interval - 0.6,
+        "an interval description {gap:.2} s after describe now"
+    );
+    assert!(daemon.term().success());
+}

@@ -38,6 +38,9 @@ pub struct CameraShared {
     pub heartbeat: AtomicU64,
     pub online: AtomicBool,
     pub stop: AtomicBool,
+    /// Set when a description is asked for by hand: the interval restarts from it, as from
+    /// any other description.
+    pub described_on_demand: AtomicBool,
 }
 
 impl CameraShared {
@@ -49,6 +52,7 @@ impl CameraShared {
             heartbeat: AtomicU64::new(crate::clock::now_ms()),
             online: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            described_on_demand: AtomicBool::new(false),
         })
     }
 

@@ -236,6 +236,15 @@ impl Supervisor {
         let config = &self.shared.config;
         let thumb = Thumbnail::of(&frame);
         let now = Instant::now();
+        // A description by hand restarts the interval, as any other description does.
+        if self
+            .shared
+            .described_on_demand
+            .swap(false, Ordering::Relaxed)
+        {
+            self.last_trigger = Some(now);
+            self.reference = Some(thumb.clone());
+        }
         let due = |last: Option<Instant>, gap: Duration| {
             last.is_none_or(|t| now.duration_since(t) >= gap)
         };

@@ -260,12 +260,44 @@ impl Session {
         ];
         if self.discovery {
             filters.push((self.topics.ha_status(), self.subscribe_qos));
+            // Our own retained discovery configs: any that names an entity this start no longer
+            // has (a camera removed while lookout was stopped) is cleared when it arrives.
+            filters.push((self.own_discovery_filter(), QoS::AtMostOnce));
         }
         if let Err(e) = self.client.try_subscribe_many(filters) {
             log::warn!("MQTT: cannot queue the subscription: {e}");
         }
         self.send(&self.topics.available(), true, b"online".to_vec());
         self.publish_discovery_and_states();
+    }
+
+    /// `<discovery prefix>/+/<node>/+/config`: every entity config of this instance.
+    fn own_discovery_filter(&self) -> String {
+        format!(
+            "{}/+/{}/+/config",
+            self.topics.discovery_prefix, self.node_id
+        )
+    }
+
+    /// Every discovery config (topic, payload) of the cameras this session has.
+    fn discovery_messages(&self) -> Vec<(String, String)> {
+        let d = Discovery {
+            topics: &self.topics,
+            node_id: self.node_id.clone(),
+        };
+        self.cameras
+            .values()
+            .flat_map(|camera| d.camera(&camera.config))
+            .collect()
+    }
+
+    /// A retained config of ours arrived: cleared when no current entity has that topic.
+    fn on_own_discovery(&mut self, topic: &str, payload: &[u8]) {
+        if payload.is_empty() || self.discovery_messages().iter().any(|(t, _)| t == topic) {
+            return;
+        }
+        log::info!("Home Assistant: removing {topic}, an entity this configuration no longer has");
+        self.send(topic, true, Vec::new());
     }
 
     fn publish_discovery(&mut self) {
@@ -276,10 +308,7 @@ impl Session {
             topics: &self.topics,
             node_id: self.node_id.clone(),
         };
-        let mut messages = Vec::new();
-        for camera in self.cameras.values() {
-            messages.extend(d.camera(&camera.config));
-        }
+        let messages = self.discovery_messages();
         let current: std::collections::HashSet<&String> = messages.iter().map(|(t, _)| t).collect();
         let removals: Vec<String> = self
             .previous_cameras
@@ -412,6 +441,9 @@ impl Session {
     }
 
     fn on_message(&mut self, topic: &str, payload: &[u8], reply: Option<Reply>) {
+        if self.discovery && is_own_discovery(topic, &self.topics.discovery_prefix, &self.node_id) {
+            return self.on_own_discovery(topic, payload);
+        }
         if topic == self.topics.ha_status() {
             if payload.eq_ignore_ascii_case(b"online") {
                 log::info!("Home Assistant is online: re-publishing discovery and states");
@@ -441,6 +473,8 @@ impl Session {
                     };
                     if self.queue.submit_on_demand(job).is_err() {
                         log::warn!(camera = camera; "describe request refused: the queue is full");
+                    } else {
+                        shared.described_on_demand.store(true, Ordering::Relaxed);
                     }
                 }
                 None => {
@@ -460,7 +494,8 @@ impl Session {
                 if !on {
                     self.queue.forget_camera(camera);
                 }
-                log::info!(camera = camera; "camera {}", if on { "enabled" } else { "disabled" });
+                // The camera's own thread says when it is disabled, or online again.
+                log::debug!(camera = camera; "{topic}: {}", if on { "ON" } else { "OFF" });
                 self.publish_enabled(&shared);
             }
             "ask" => self.on_ask(&shared, &text, reply),
@@ -703,6 +738,18 @@ pub fn parse_ask(text: &str) -> Ask {
     }
 }
 
+/// Whether `topic` is `<discovery prefix>/<component>/<node>/<object>/config`.
+fn is_own_discovery(topic: &str, discovery_prefix: &str, node: &str) -> bool {
+    let Some(rest) = topic
+        .strip_prefix(discovery_prefix)
+        .and_then(|r| r.strip_prefix('/'))
+    else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    matches!(parts[..], [_, n, _, "config"] if n == node)
+}
+
 /// The first sentence (or line), at most 255 characters, cut on a character boundary.
 pub fn summarize(text: &str) -> String {
     let text = text.trim();
@@ -776,6 +823,16 @@ mod tests {
                 .contains("at least two")
         );
         assert!(answer(r#"{"question":"x","answer":3}"#).is_err());
+    }
+
+    #[test]
+    fn own_discovery_topics() {
+        let own = |t: &str| is_own_discovery(t, "homeassistant", "e2e");
+        assert!(own("homeassistant/switch/e2e/porch_enabled/config"));
+        assert!(!own("homeassistant/switch/other/porch_enabled/config"));
+        assert!(!own("homeassistant/status"));
+        assert!(!own("homeassistant/switch/e2e/porch_enabled/state"));
+        assert!(!own("lookout/porch/ask"));
     }
 
     #[test]
