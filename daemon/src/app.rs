@@ -327,6 +327,7 @@ fn start_generation(
         crate::mqtt::qos(config.mqtt.qos),
         config.mqtt.discovery,
         crate::discovery::node_id(&config.client_id()),
+        config.model_label(),
         client,
         cameras.clone(),
         previous,

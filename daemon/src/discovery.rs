@@ -13,6 +13,8 @@ pub struct Discovery<'a> {
     pub topics: &'a Topics,
     /// Unique per instance (the MQTT client id, sanitised).
     pub node_id: String,
+    /// The model the instance runs, as the device's model (`[model]`'s directory or hub id).
+    pub model: String,
 }
 
 /// `[a-zA-Z0-9_-]` only, as HA requires in discovery topics.
@@ -98,7 +100,7 @@ impl Discovery<'_> {
                 "identifiers": [format!("lookout_{}", self.node_id)],
                 "name": device_name,
                 "manufacturer": "lookout",
-                "model": "MiniCPM-V 4.6 (local)",
+                "model": self.model,
                 "sw_version": env!("CARGO_PKG_VERSION"),
             }),
         );
@@ -312,6 +314,7 @@ mod tests {
         let d = Discovery {
             topics: &topics,
             node_id: node_id("lookout-host.lan"),
+            model: "openbmb/MiniCPM-V-4.6".into(),
         };
         assert_eq!(d.node_id, "lookout-host_lan");
         let cam = CameraConfig {
@@ -375,6 +378,7 @@ mod tests {
         );
         assert!(image.get("object_id").is_none());
         assert_eq!(image["device"]["name"], "Lookout host_lan");
+        assert_eq!(image["device"]["model"], "openbmb/MiniCPM-V-4.6");
         assert_eq!(find("porch_enabled/config")["entity_category"], "config");
         assert_eq!(find("porch_status/config")["entity_category"], "diagnostic");
         assert_eq!(find("porch_described/config")["qos"], 1);

@@ -148,6 +148,8 @@ fn home_assistant_entities_work_from_discovery_alone() {
         "sensor.lookout_e2e_porch_answer"
     );
     assert!(answer.get("object_id").is_none(), "{answer}");
+    assert_eq!(answer["device"]["name"], "Lookout e2e");
+    assert_eq!(answer["device"]["model"], "minicpmv46-tiny-16x", "the model it runs");
     assert_eq!(entity("switch", "enabled")["entity_category"], "config");
     assert_eq!(status["entity_category"], "diagnostic");
     assert_eq!(event["qos"], 1);

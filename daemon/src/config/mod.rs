@@ -592,6 +592,19 @@ impl Config {
         })
     }
 
+    /// The model as a person names it: its hub id, or its directory's name.
+    pub fn model_label(&self) -> String {
+        match self.model_source() {
+            Ok(ModelSource::Hub { repo, .. }) if repo.revision == "main" => repo.repo,
+            Ok(ModelSource::Hub { repo, .. }) => format!("{}@{}", repo.repo, repo.revision),
+            Ok(ModelSource::Dir(dir)) => dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| dir.display().to_string()),
+            Err(_) => "unknown".into(),
+        }
+    }
+
     /// Where `detect.model` points (validated already).
     pub fn detector_source(&self, detect: &detect::DetectConfig) -> anyhow::Result<DetectorSource> {
         let model = detect.model.as_ref().context("detect.model is not set")?;

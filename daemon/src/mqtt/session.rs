@@ -57,6 +57,8 @@ pub struct Session {
     pub subscribe_qos: QoS,
     pub discovery: bool,
     pub node_id: String,
+    /// The device's model in discovery.
+    pub model: String,
     pub client: Client,
     pub cameras: Arc<BTreeMap<String, Arc<CameraShared>>>,
     /// The previous generation's cameras: entities they had and these lack are removed.
@@ -86,6 +88,7 @@ impl Session {
         subscribe_qos: QoS,
         discovery: bool,
         node_id: String,
+        model: String,
         client: Client,
         cameras: Arc<BTreeMap<String, Arc<CameraShared>>>,
         previous_cameras: Vec<CameraConfig>,
@@ -98,6 +101,7 @@ impl Session {
             subscribe_qos,
             discovery,
             node_id,
+            model,
             client,
             cameras,
             previous_cameras,
@@ -284,6 +288,7 @@ impl Session {
         let d = Discovery {
             topics: &self.topics,
             node_id: self.node_id.clone(),
+            model: self.model.clone(),
         };
         self.cameras
             .values()
@@ -307,6 +312,7 @@ impl Session {
         let d = Discovery {
             topics: &self.topics,
             node_id: self.node_id.clone(),
+            model: self.model.clone(),
         };
         let messages = self.discovery_messages();
         let current: std::collections::HashSet<&String> = messages.iter().map(|(t, _)| t).collect();
