@@ -2,7 +2,10 @@
 //! Published retained, and again whenever Home Assistant announces `online` on its status topic.
 //!
 //! Availability: every entity follows `<prefix>/available`. The template maps our `stopped`
-//! (clean exit) to `offline`, since HA ignores payloads it does not know.
+//! (clean exit) to `offline`, since HA ignores payloads it does not know. Entities that show
+//! what a camera sees (its description, snapshot, detections) also follow that camera's
+//! `status`, so a camera that is offline or disabled does not show stale data as current; its
+//! controls (the switch that enables it again) and its connectivity sensor do not.
 
 use serde_json::{Value, json};
 
@@ -104,13 +107,16 @@ impl Discovery<'_> {
                 "sw_version": env!("CARGO_PKG_VERSION"),
             }),
         );
-        m.insert("availability_topic".into(), json!(self.topics.available()));
         m.insert(
-            "availability_template".into(),
-            json!("{{ 'online' if value == 'online' else 'offline' }}"),
+            "availability".into(),
+            json!([{
+                "topic": self.topics.available(),
+                "value_template": "{{ 'online' if value == 'online' else 'offline' }}",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            }]),
         );
-        m.insert("payload_available".into(), json!("online"));
-        m.insert("payload_not_available".into(), json!("offline"));
+        m.insert("availability_mode".into(), json!("all"));
         m.insert(
             "origin".into(),
             json!({ "name": "lookout", "sw_version": env!("CARGO_PKG_VERSION") }),
@@ -123,8 +129,26 @@ impl Discovery<'_> {
         let c = camera.name.as_str();
         let t = |leaf: &str| self.topics.camera(c, leaf);
         let mut out = Vec::new();
+        // Entities showing what the camera sees, and so unavailable while it is not streaming.
+        let seen = |object: &str| {
+            matches!(object, "description" | "described" | "snapshot")
+                || object.ends_with("_occupancy")
+                || object.ends_with("_count")
+                || object.ends_with("_snapshot")
+        };
+        let camera_status = json!({
+            "topic": t("status"),
+            "value_template": "{{ 'online' if value_json.state == 'online' else 'offline' }}",
+            "payload_available": "online",
+            "payload_not_available": "offline",
+        });
         let mut add = |component: &str, object: &str, name: &str, extra: Value| {
             let mut m = self.base(component, c, object, name);
+            if seen(object)
+                && let Some(Value::Array(list)) = m.get_mut("availability")
+            {
+                list.push(camera_status.clone());
+            }
             if let Value::Object(extra) = extra {
                 m.extend(extra);
             }

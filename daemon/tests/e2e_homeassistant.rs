@@ -53,17 +53,18 @@ fn home_assistant_entities_work_from_discovery_alone() {
 
     // Availability: online now.
     let button = entity("button", "describe");
+    let instance = &button["availability"][0];
     assert!(
-        button["availability_topic"]
+        instance["topic"]
             .as_str()
             .unwrap()
             .starts_with(&format!("{TOPIC_PREFIX}/")),
         "{button}"
     );
-    let available = latest(&button["availability_topic"]).text();
+    let available = latest(&instance["topic"]).text();
     assert_eq!(
-        render(&button["availability_template"], &available),
-        button["payload_available"].as_str().unwrap()
+        render(&instance["value_template"], &available),
+        instance["payload_available"].as_str().unwrap()
     );
 
     // The camera's connectivity sensor is on once it streams.
@@ -149,13 +150,24 @@ fn home_assistant_entities_work_from_discovery_alone() {
     );
     assert!(answer.get("object_id").is_none(), "{answer}");
     assert_eq!(answer["device"]["name"], "Lookout e2e");
-    assert_eq!(answer["device"]["model"], "minicpmv46-tiny-16x", "the model it runs");
+    assert_eq!(
+        answer["device"]["model"], "minicpmv46-tiny-16x",
+        "the model it runs"
+    );
     assert_eq!(entity("switch", "enabled")["entity_category"], "config");
     assert_eq!(status["entity_category"], "diagnostic");
     assert_eq!(event["qos"], 1);
 
-    // The switch turns the camera off and on, and reports it.
+    // The switch turns the camera off and on, and reports it; while it is off, what the camera
+    // sees (the description) is unavailable, and the switch is not.
     let switch = entity("switch", "enabled");
+    let camera_available = |entity: &Value| -> bool {
+        entity["availability"].as_array().unwrap().iter().all(|a| {
+            render(&a["value_template"], &latest(&a["topic"]).text())
+                == a["payload_available"].as_str().unwrap()
+        })
+    };
+    assert!(camera_available(&sensor));
     for (command, state) in [("payload_off", "state_off"), ("payload_on", "state_on")] {
         sub.publish(
             switch["command_topic"].as_str().unwrap(),
@@ -168,6 +180,15 @@ fn home_assistant_entities_work_from_discovery_alone() {
             assert!(std::time::Instant::now() < until, "switch never {expected}");
             std::thread::sleep(Duration::from_millis(100));
         }
+        let on = state == "state_on";
+        while camera_available(&sensor) != on {
+            assert!(
+                std::time::Instant::now() < until,
+                "description availability never {on}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(camera_available(&switch), "the switch stays available");
     }
 
     // Home Assistant restarting (its birth message under the discovery prefix): the entities are
@@ -179,14 +200,14 @@ fn home_assistant_entities_work_from_discovery_alone() {
 
     // Stopped cleanly: every entity becomes unavailable.
     assert!(daemon.term().success());
-    let availability = button["availability_topic"].as_str().unwrap();
+    let availability = instance["topic"].as_str().unwrap();
     sub.wait("stopped", T, |m| {
         m.topic == availability && m.text() == "stopped"
     });
-    let available = latest(&button["availability_topic"]).text();
+    let available = latest(&instance["topic"]).text();
     assert_eq!(
-        render(&button["availability_template"], &available),
-        button["payload_not_available"].as_str().unwrap()
+        render(&instance["value_template"], &available),
+        instance["payload_not_available"].as_str().unwrap()
     );
 }
 

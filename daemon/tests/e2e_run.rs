@@ -53,11 +53,11 @@ fn descriptions_discovery_commands_and_clean_stop() {
             let v = m.json();
             for key in keys
                 .iter()
-                .chain(&["unique_id", "name", "availability_topic", "device"])
+                .chain(&["unique_id", "name", "availability", "device"])
             {
                 assert!(!v[key].is_null(), "{topic} lacks {key}: {v}");
             }
-            assert_eq!(v["availability_topic"], "lookout/available");
+            assert_eq!(v["availability"][0]["topic"], "lookout/available");
             assert_eq!(v["device"]["identifiers"][0], "lookout_e2e");
         }
     }
