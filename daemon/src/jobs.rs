@@ -412,16 +412,16 @@ fn inference_error(e: &anyhow::Error) -> String {
     }
 }
 
+/// A camera frame as the engine takes it.
+fn frame_image(frame: &Frame) -> Result<lookout_pipeline::image::RgbImage, String> {
+    lookout_pipeline::image::RgbImage::from_raw_rgb(frame.width, frame.height, frame.rgb.to_vec())
+        .map_err(|e| format!("bad frame: {e}"))
+}
+
 /// A typed question about the job's frame.
 fn typed_answer(engine: &Engine, job: Job, question: Question, cancel: &Cancel) -> JobResult {
     let started = Instant::now();
-    let outcome = lookout_pipeline::image::RgbImage::from_raw_rgb(
-        job.frame.width,
-        job.frame.height,
-        job.frame.rgb.to_vec(),
-    )
-    .map_err(|e| format!("bad frame: {e}"))
-    .and_then(|image| {
+    let outcome = frame_image(&job.frame).and_then(|image| {
         engine
             .answer(Some(&image), job.camera.max_slices, &[question], cancel)
             .map(|mut answers| Output::Typed(answers.remove(0)))
@@ -448,13 +448,7 @@ fn typed_answer(engine: &Engine, job: Job, question: Question, cancel: &Cancel) 
 /// answer distribution (no text is generated).
 fn verify(engine: &Engine, job: &Job, request: &VerifyRequest, cancel: &Cancel) -> Verdict {
     let started = Instant::now();
-    let yes = lookout_pipeline::image::RgbImage::from_raw_rgb(
-        job.frame.width,
-        job.frame.height,
-        job.frame.rgb.to_vec(),
-    )
-    .map_err(|e| format!("bad frame: {e}"))
-    .and_then(|image| {
+    let yes = frame_image(&job.frame).and_then(|image| {
         let question = Question {
             text: request.question.clone(),
             kind: AnswerKind::YesNo,
@@ -511,28 +505,20 @@ fn run_job(engine: &Engine, job: Job, cancel: &Cancel) -> Option<JobResult> {
         }
         JobKind::Ask { question, .. } => (question.clone(), job.camera.max_tokens, None),
     };
-    let image = lookout_pipeline::image::RgbImage::from_raw_rgb(
-        job.frame.width,
-        job.frame.height,
-        job.frame.rgb.to_vec(),
-    );
-    let outcome = match image {
-        Err(e) => Err(format!("bad frame: {e}")),
-        Ok(image) => {
-            let request = Request {
-                prompt,
-                image: Some(image),
-                max_slices: job.camera.max_slices,
-                max_tokens,
-                sampling: SamplingParams::default(),
-                cancel: cancel.clone(),
-            };
-            engine
-                .describe(&request, &mut |_| {})
-                .map(Output::Text)
-                .map_err(|e| inference_error(&e))
-        }
-    };
+    let outcome = frame_image(&job.frame).and_then(|image| {
+        let request = Request {
+            prompt,
+            image: Some(image),
+            max_slices: job.camera.max_slices,
+            max_tokens,
+            sampling: SamplingParams::default(),
+            cancel: cancel.clone(),
+        };
+        engine
+            .describe(&request, &mut |_| {})
+            .map(Output::Text)
+            .map_err(|e| inference_error(&e))
+    });
     let snapshot = match (&job.kind, &outcome) {
         (JobKind::Describe { .. }, Ok(_)) => match crate::snapshot::jpeg(
             &job.frame,

@@ -3,12 +3,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use lookout_models::Precision;
 use lookout_pipeline::answer::{AnswerKind, Question};
-use lookout_pipeline::engine::{Cancel, Engine, EngineOptions};
-use lookout_pipeline::image::decode_image;
+use lookout_pipeline::engine::Cancel;
 
 #[derive(Args, Debug)]
 pub struct AskArgs {
@@ -61,21 +59,8 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
             kind,
         })
         .collect();
-    let image = match &args.image {
-        Some(path) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Some(decode_image(&bytes).with_context(|| format!("decoding {}", path.display()))?)
-        }
-        None => None,
-    };
-    let engine = Engine::load(
-        &args.model,
-        &EngineOptions {
-            precision: args.weights,
-            threads: args.threads,
-        },
-    )?;
+    let image = super::describe::read_image(args.image.as_deref())?;
+    let engine = super::describe::load_engine(&args.model, args.weights, args.threads)?;
     let answers = engine.answer(
         image.as_ref(),
         args.max_slices,

@@ -2,13 +2,13 @@
 //! stdout as it is generated, or a single JSON object with `--json`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use lookout_models::Precision;
 use lookout_pipeline::engine::{Cancel, Engine, EngineOptions, Request};
-use lookout_pipeline::image::decode_image;
+use lookout_pipeline::image::{RgbImage, decode_image};
 use lookout_pipeline::sampler::SamplingParams;
 
 #[derive(Args, Debug)]
@@ -51,22 +51,27 @@ pub struct DescribeArgs {
     pub json: bool,
 }
 
+/// The image file given with `--image`, decoded.
+pub(super) fn read_image(path: Option<&Path>) -> anyhow::Result<Option<RgbImage>> {
+    let Some(path) = path else { return Ok(None) };
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(
+        decode_image(&bytes).with_context(|| format!("decoding {}", path.display()))?,
+    ))
+}
+
+/// The model of `--model`, at `--weights` and `--threads`.
+pub(super) fn load_engine(
+    dir: &Path,
+    precision: Precision,
+    threads: Option<usize>,
+) -> anyhow::Result<Engine> {
+    Engine::load(dir, &EngineOptions { precision, threads })
+}
+
 pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
-    let image = match &args.image {
-        Some(path) => {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Some(decode_image(&bytes).with_context(|| format!("decoding {}", path.display()))?)
-        }
-        None => None,
-    };
-    let engine = Engine::load(
-        &args.model,
-        &EngineOptions {
-            precision: args.weights,
-            threads: args.threads,
-        },
-    )?;
+    let image = read_image(args.image.as_deref())?;
+    let engine = load_engine(&args.model, args.weights, args.threads)?;
     let request = Request {
         prompt: args.prompt.clone(),
         image,
