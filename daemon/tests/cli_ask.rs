@@ -82,48 +82,18 @@ fn ask_answers_each_question_in_its_type_and_refuses_bad_types() {
         );
     }
 
-    let (ok, out) = lookout(
-        &[
-            "ask",
-            "--model",
-            model.to_str().unwrap(),
-            "--question",
-            "?",
-            "--answer",
-            "boolean",
-        ],
-        &[],
-    );
-    assert!(
-        !ok && out.contains("unknown answer type \"boolean\""),
-        "{out}"
-    );
-    let (ok, out) = lookout(
-        &[
-            "ask",
-            "--model",
-            model.to_str().unwrap(),
-            "--question",
-            "a",
-            "--question",
-            "b",
-            "--answer",
-            "yes_no",
-        ],
-        &[],
-    );
-    assert!(!ok && out.contains("2 --question but 1 --answer"), "{out}");
-    let (ok, out) = lookout(
-        &[
-            "ask",
-            "--model",
-            model.to_str().unwrap(),
-            "--question",
-            "?",
-            "--answer",
-            "choice:a,a",
-        ],
-        &[],
-    );
-    assert!(!ok && out.contains("given twice"), "{out}");
+    // Bad answer types are refused before the model loads, each saying what is wrong.
+    let refused = |rest: &[&str]| {
+        let mut args = vec!["ask", "--model", model.to_str().unwrap()];
+        args.extend_from_slice(rest);
+        let (ok, out) = lookout(&args, &[]);
+        assert!(!ok, "{out}");
+        out
+    };
+    let out = refused(&["--question", "?", "--answer", "boolean"]);
+    assert!(out.contains("unknown answer type \"boolean\""), "{out}");
+    let out = refused(&["--question", "a", "--question", "b", "--answer", "yes_no"]);
+    assert!(out.contains("2 --question but 1 --answer"), "{out}");
+    let out = refused(&["--question", "?", "--answer", "choice:a,a"]);
+    assert!(out.contains("given twice"), "{out}");
 }

@@ -12,9 +12,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::engine::{Cancel, Engine, ImagePrompt};
+use crate::engine::{Cancel, Engine, ImagePrompt, ms};
 use crate::image::RgbImage;
 use crate::qwen35::LmState;
+use crate::sampler::argmax;
 
 /// The surface forms of a yes and a no, summed per side: a chat model may start either way.
 pub const YES: [&str; 2] = ["Yes", "yes"];
@@ -176,6 +177,14 @@ impl Engine {
                 .map(|q| self.text_prompt(&q.text))
                 .collect::<anyhow::Result<_>>()?,
         };
+        let max_context = self.lm.config.max_position_embeddings;
+        for prompt in &prompts {
+            anyhow::ensure!(
+                prompt.ids.len() + NUMBER_TOKENS.max(TEXT_TOKENS) <= max_context,
+                "the prompt ({} tokens) leaves no room for an answer in the model's context of {max_context}",
+                prompt.ids.len()
+            );
+        }
         let encode_ms = prompts[0].encode_ms;
         let shared = shared_prefix(prompts.iter().map(|p| p.ids.as_slice()));
         let width = self.lm.config.hidden_size;
@@ -198,12 +207,6 @@ impl Engine {
             } else {
                 prefix_logits.clone()
             };
-            let max_context = self.lm.config.max_position_embeddings;
-            anyhow::ensure!(
-                prompt.ids.len() + NUMBER_TOKENS.max(TEXT_TOKENS) <= max_context,
-                "the prompt ({} tokens) leaves no room for an answer in the model's context of {max_context}",
-                prompt.ids.len()
-            );
             let mut answer = self.answer_one(question, Asked { state, logits }, cancel)?;
             answer.timings = AnswerTimings {
                 encode_ms,
@@ -431,16 +434,6 @@ pub fn log_softmax_at(logits: &[f32], token: u32) -> f32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
     (f64::from(logits[token as usize] - max) - sum.ln()) as f32
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    (0..v.len())
-        .max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a)))
-        .unwrap_or(0) as u32
-}
-
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
 }
 
 #[cfg(test)]

@@ -467,7 +467,7 @@ pub struct ImagePrompt {
     pub encode_ms: f64,
 }
 
-fn ms(since: Instant) -> f64 {
+pub(crate) fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
 

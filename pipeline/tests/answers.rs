@@ -4,24 +4,12 @@
 
 mod support;
 
-use lookout_models::Precision;
 use lookout_pipeline::answer::{Answer, AnswerKind, NO, Question, Value, YES};
-use lookout_pipeline::engine::{Cancel, Engine, EngineOptions};
+use lookout_pipeline::engine::{Cancel, Engine};
 use lookout_pipeline::image::{RgbImage, decode_image};
 use support::*;
 
 const LOGPROB_TOLERANCE: f64 = 2e-3;
-
-fn engine(name: &str) -> Engine {
-    Engine::load(
-        &fixture(name),
-        &EngineOptions {
-            precision: Precision::F32,
-            threads: Some(2),
-        },
-    )
-    .unwrap()
-}
 
 struct Case {
     image: Option<RgbImage>,
@@ -88,7 +76,7 @@ fn ask(engine: &Engine, case: &Case, questions: &[Question]) -> Vec<Answer> {
 #[test]
 fn option_scores_and_winners_match_the_reference() {
     for name in ["minicpmv46-tiny-16x", "minicpmv46-tiny-4x", "qwen35-tiny-a"] {
-        let engine = engine(name);
+        let engine = f32_engine(name);
         let case = golden(name);
         let questions = questions(&case);
         let answers = ask(&engine, &case, &questions);
@@ -124,7 +112,7 @@ fn option_scores_and_winners_match_the_reference() {
 #[test]
 fn answers_from_the_shared_state_equal_answers_one_at_a_time() {
     let name = "minicpmv46-tiny-16x";
-    let engine = engine(name);
+    let engine = f32_engine(name);
     let case = golden(name);
     let mut questions = questions(&case);
     questions.push(Question {

@@ -10,21 +10,10 @@ use support::*;
 
 const LOGIT_TOLERANCE: f32 = 2e-3;
 
-fn engine(name: &str) -> Engine {
-    Engine::load(
-        &fixture(name),
-        &EngineOptions {
-            precision: Precision::F32,
-            threads: Some(2),
-        },
-    )
-    .unwrap()
-}
-
 #[test]
 fn image_prompts_and_continuations_match_reference() {
     for name in ["minicpmv46-tiny-16x", "minicpmv46-tiny-4x"] {
-        let engine = engine(name);
+        let engine = f32_engine(name);
         let dir = fixture(name);
         let meta: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("golden_vision.json")).unwrap())
@@ -73,7 +62,7 @@ fn image_prompts_and_continuations_match_reference() {
 
 #[test]
 fn describe_reports_image_tokens_and_max_slices_limits_them() {
-    let engine = engine("minicpmv46-tiny-16x");
+    let engine = f32_engine("minicpmv46-tiny-16x");
     let bytes = std::fs::read(fixture("images").join("wide_1000x100.png")).unwrap();
     let mut request = Request::new("What is in the image?");
     request.image = Some(decode_image(&bytes).unwrap());
@@ -88,7 +77,7 @@ fn describe_reports_image_tokens_and_max_slices_limits_them() {
 
 #[test]
 fn a_cancelled_request_stops_at_the_next_token() {
-    let engine = engine("minicpmv46-tiny-16x");
+    let engine = f32_engine("minicpmv46-tiny-16x");
     let bytes = std::fs::read(fixture("images").join("tiny_40x30.png")).unwrap();
     let mut request = Request::new("What is in the image?");
     request.image = Some(decode_image(&bytes).unwrap());
@@ -120,7 +109,7 @@ fn a_cancelled_request_stops_at_the_next_token() {
 
 #[test]
 fn text_only_checkpoint_refuses_images_clearly() {
-    let engine = engine("qwen35-tiny-a");
+    let engine = f32_engine("qwen35-tiny-a");
     let mut request = Request::new("hi");
     request.image = Some(
         decode_image(&std::fs::read(fixture("images").join("tiny_40x30.png")).unwrap()).unwrap(),

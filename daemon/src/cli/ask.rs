@@ -4,15 +4,15 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use lookout_models::Precision;
 use lookout_pipeline::answer::{AnswerKind, Question};
 use lookout_pipeline::engine::Cancel;
 
+use super::model_args::{ModelArgs, read_image};
+
 #[derive(Args, Debug)]
 pub struct AskArgs {
-    /// Model directory (a Hugging Face checkpoint).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Image the questions are about (JPEG, PNG or WebP); without it they are asked text-only.
     #[arg(long)]
     pub image: Option<PathBuf>,
@@ -26,12 +26,6 @@ pub struct AskArgs {
     /// Most slices to cut the image into (default: the checkpoint's `max_slice_nums`).
     #[arg(long)]
     pub max_slices: Option<usize>,
-    /// Weight precision: f32, f16 or q4_0.
-    #[arg(long, default_value = "q4_0")]
-    pub weights: Precision,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// One JSON object per question, one per line.
     #[arg(long)]
     pub json: bool,
@@ -59,8 +53,8 @@ pub fn run(args: AskArgs) -> anyhow::Result<()> {
             kind,
         })
         .collect();
-    let image = super::describe::read_image(args.image.as_deref())?;
-    let engine = super::describe::load_engine(&args.model, args.weights, args.threads)?;
+    let image = read_image(args.image.as_deref())?;
+    let engine = args.model.load()?;
     let answers = engine.answer(
         image.as_ref(),
         args.max_slices,

@@ -2,20 +2,18 @@
 //! stdout as it is generated, or a single JSON object with `--json`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
-use lookout_models::Precision;
-use lookout_pipeline::engine::{Cancel, Engine, EngineOptions, Request};
-use lookout_pipeline::image::{RgbImage, decode_image};
+use lookout_pipeline::engine::{Cancel, Request};
 use lookout_pipeline::sampler::SamplingParams;
+
+use super::model_args::{ModelArgs, read_image};
 
 #[derive(Args, Debug)]
 pub struct DescribeArgs {
-    /// Model directory (a Hugging Face checkpoint).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Image to describe (JPEG, PNG or WebP); without it the model chats text-only.
     #[arg(long)]
     pub image: Option<PathBuf>,
@@ -40,38 +38,14 @@ pub struct DescribeArgs {
     pub repetition_penalty: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Weight precision: f32, f16 or q4_0.
-    #[arg(long, default_value = "q4_0")]
-    pub weights: Precision,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     pub json: bool,
 }
 
-/// The image file given with `--image`, decoded.
-pub(super) fn read_image(path: Option<&Path>) -> anyhow::Result<Option<RgbImage>> {
-    let Some(path) = path else { return Ok(None) };
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(
-        decode_image(&bytes).with_context(|| format!("decoding {}", path.display()))?,
-    ))
-}
-
-/// The model of `--model`, at `--weights` and `--threads`.
-pub(super) fn load_engine(
-    dir: &Path,
-    precision: Precision,
-    threads: Option<usize>,
-) -> anyhow::Result<Engine> {
-    Engine::load(dir, &EngineOptions { precision, threads })
-}
-
 pub fn run(args: DescribeArgs) -> anyhow::Result<()> {
     let image = read_image(args.image.as_deref())?;
-    let engine = load_engine(&args.model, args.weights, args.threads)?;
+    let engine = args.model.load()?;
     let request = Request {
         prompt: args.prompt.clone(),
         image,

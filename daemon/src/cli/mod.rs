@@ -5,6 +5,7 @@ mod bench;
 mod check_config;
 mod describe;
 mod detect;
+mod model_args;
 mod run;
 
 use clap::{Parser, Subcommand};

@@ -12,7 +12,7 @@
 //! publishing only after the SubAck of the subscription sent on ConnAck: requests are processed in
 //! order, so by then every stale request has been seen.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -73,6 +73,9 @@ pub struct Session {
     inflight: Option<Inflight>,
     last_sent: Option<u64>,
     retained: HashMap<String, Vec<u8>>,
+    /// The config topics of the entities published last: retained configs of ours outside this
+    /// set are stale.
+    discovery_topics: HashSet<String>,
     objects: ObjectBook,
 }
 
@@ -113,6 +116,7 @@ impl Session {
             inflight: None,
             last_sent: None,
             retained: HashMap::new(),
+            discovery_topics: HashSet::new(),
             objects: ObjectBook::default(),
         }
     }
@@ -298,7 +302,14 @@ impl Session {
 
     /// A retained config of ours arrived: cleared when no current entity has that topic.
     fn on_own_discovery(&mut self, topic: &str, payload: &[u8]) {
-        if payload.is_empty() || self.discovery_messages().iter().any(|(t, _)| t == topic) {
+        if self.discovery_topics.is_empty() {
+            self.discovery_topics = self
+                .discovery_messages()
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect();
+        }
+        if payload.is_empty() || self.discovery_topics.contains(topic) {
             return;
         }
         log::info!("Home Assistant: removing {topic}, an entity this configuration no longer has");
@@ -315,13 +326,13 @@ impl Session {
             model: self.model.clone(),
         };
         let messages = self.discovery_messages();
-        let current: std::collections::HashSet<&String> = messages.iter().map(|(t, _)| t).collect();
+        self.discovery_topics = messages.iter().map(|(t, _)| t.clone()).collect();
         let removals: Vec<String> = self
             .previous_cameras
             .iter()
             .flat_map(|c| d.camera(c))
             .map(|(topic, _)| topic)
-            .filter(|t| !current.contains(t))
+            .filter(|t| !self.discovery_topics.contains(t))
             .collect();
         for topic in removals {
             self.send(&topic, true, Vec::new());

@@ -12,6 +12,18 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A fixture model in f32 on two threads, as the golden comparisons run it.
+pub fn f32_engine(name: &str) -> lookout_pipeline::engine::Engine {
+    lookout_pipeline::engine::Engine::load(
+        &fixture(name),
+        &lookout_pipeline::engine::EngineOptions {
+            precision: lookout_models::Precision::F32,
+            threads: Some(2),
+        },
+    )
+    .unwrap()
+}
+
 /// A scratch copy of a fixture's files that a test may alter; `tag` keeps copies apart.
 pub fn copy_fixture(name: &str, tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lookout-{tag}-{}", std::process::id()));
