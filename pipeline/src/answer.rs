@@ -16,13 +16,14 @@ use crate::engine::{Cancel, Engine, ImagePrompt, ms};
 use crate::image::RgbImage;
 use crate::qwen35::LmState;
 use crate::sampler::argmax;
+use crate::seen::ReusePolicy;
 
 /// The surface forms of a yes and a no, summed per side: a chat model may start either way.
 pub const YES: [&str; 2] = ["Yes", "yes"];
 pub const NO: [&str; 2] = ["No", "no"];
 
 /// Most tokens of a number answer.
-const NUMBER_TOKENS: usize = 12;
+pub(crate) const NUMBER_TOKENS: usize = 12;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum AnswerKind {
@@ -129,6 +130,9 @@ pub struct AnswerTimings {
     pub question_ms: f64,
     pub shared_tokens: usize,
     pub question_tokens: usize,
+    /// What was taken from the camera's previous look (questions about an image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<crate::seen::Reuse>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -163,20 +167,15 @@ impl Engine {
         questions: &[Question],
         cancel: &Cancel,
     ) -> anyhow::Result<Vec<Answer>> {
+        if let Some(image) = image {
+            let mut seen = self.see(image, max_slices, None, &ReusePolicy::default(), cancel)?;
+            return self.answer_seen(&mut seen, questions, cancel);
+        }
         anyhow::ensure!(!questions.is_empty(), "no questions");
-        let prompts: Vec<ImagePrompt> = match image {
-            Some(image) => {
-                let encoded = self.encode_image(image, max_slices, cancel)?;
-                questions
-                    .iter()
-                    .map(|q| self.prompt_about(&encoded, &q.text))
-                    .collect::<anyhow::Result<_>>()?
-            }
-            None => questions
-                .iter()
-                .map(|q| self.text_prompt(&q.text))
-                .collect::<anyhow::Result<_>>()?,
-        };
+        let prompts: Vec<ImagePrompt> = questions
+            .iter()
+            .map(|q| self.text_prompt(&q.text))
+            .collect::<anyhow::Result<_>>()?;
         let max_context = self.lm.config.max_position_embeddings;
         for prompt in &prompts {
             anyhow::ensure!(
@@ -185,7 +184,6 @@ impl Engine {
                 prompt.ids.len()
             );
         }
-        let encode_ms = prompts[0].encode_ms;
         let shared = shared_prefix(prompts.iter().map(|p| p.ids.as_slice()));
         let width = self.lm.config.hidden_size;
         cancel.check()?;
@@ -207,25 +205,28 @@ impl Engine {
             } else {
                 prefix_logits.clone()
             };
-            let mut answer = self.answer_one(question, Asked { state, logits }, cancel)?;
+            let mut answer = self.answer_one(question, state, logits, cancel)?;
             answer.timings = AnswerTimings {
-                encode_ms,
                 shared_prefill_ms,
                 question_ms: ms(started),
                 shared_tokens: shared,
                 question_tokens: prompt.ids.len() - shared,
+                ..AnswerTimings::default()
             };
             answers.push(answer);
         }
         Ok(answers)
     }
 
-    fn answer_one(
+    /// Answers `question` from the state and logits after its whole prompt.
+    pub(crate) fn answer_one(
         &self,
         question: &Question,
-        asked: Asked,
+        state: LmState,
+        logits: Vec<f32>,
         cancel: &Cancel,
     ) -> anyhow::Result<Answer> {
+        let asked = Asked { state, logits };
         let answer = |value, confidence, scores, logprobs| Answer {
             question: question.text.clone(),
             answer: question.kind.name(),

@@ -11,10 +11,11 @@ use lookout_models::{Architecture, Checkpoint, Precision};
 use serde::Serialize;
 
 use crate::image::prompt::{PlaceholderTokens, expand_image_placeholders};
-use crate::image::{ImageProcessorConfig, RgbImage, preprocess};
+use crate::image::{ImageProcessorConfig, RgbImage};
 use crate::minicpmv46::VisionEncoder;
 use crate::qwen35::{LmOptions, LmState, Qwen35};
 use crate::sampler::{Sampler, SamplingParams};
+use crate::seen::ReusePolicy;
 use crate::threads::set_threads;
 use crate::tokenizer::{Message, Tokenizer};
 
@@ -113,6 +114,9 @@ pub struct Timings {
     pub decode_ms: f64,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
+    /// What was taken from the camera's previous look instead of being computed again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<crate::seen::Reuse>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -280,44 +284,25 @@ impl Engine {
         max_slices: Option<usize>,
         cancel: &Cancel,
     ) -> anyhow::Result<EncodedImage> {
-        let vision = self.vision()?;
-        let start = Instant::now();
-        let mut processor = vision.processor.clone();
+        Ok(self
+            .see(image, max_slices, None, &ReusePolicy::default(), cancel)?
+            .into_encoded())
+    }
+
+    /// The image processor's settings with `max_slices` applied.
+    pub(crate) fn processor(
+        &self,
+        max_slices: Option<usize>,
+    ) -> anyhow::Result<ImageProcessorConfig> {
+        let mut processor = self.vision()?.processor.clone();
         if let Some(n) = max_slices {
             processor.max_slice_nums = n as u32;
             processor.slice_mode &= n > 1;
         }
-        let image = preprocess(image, &processor)?;
-        let layout = image.token_layout(vision.encoder.downsample_mode());
-        let slices: Vec<(&[f32], (usize, usize))> = image
-            .all()
-            .map(|s| {
-                (
-                    s.pixel_values.as_slice(),
-                    (s.patches.rows as usize, s.patches.cols as usize),
-                )
-            })
-            .collect();
-        // One slice at a time, each spread over every core. Against one slice per core this is
-        // 1.6x faster on a single slice and 5-10% slower on a 9-slice frame (full-size model,
-        // 2 threads), and only one slice's activations are ever resident: 160 MB less peak RSS,
-        // which is what keeps the whole Q4_0 model under 1.2 GB.
-        let features = slices
-            .iter()
-            .map(|(pixels, grid)| {
-                cancel.check()?;
-                vision.encoder.encode(pixels, *grid)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(EncodedImage {
-            layout,
-            use_image_id: processor.use_image_id,
-            features,
-            encode_ms: ms(start),
-        })
+        Ok(processor)
     }
 
-    fn vision(&self) -> anyhow::Result<&Vision> {
+    pub(crate) fn vision(&self) -> anyhow::Result<&Vision> {
         self.vision
             .as_ref()
             .context("this checkpoint has no vision tower (a text-only Qwen3.5 model): it cannot describe images")
@@ -330,6 +315,23 @@ impl Engine {
         encoded: &EncodedImage,
         text: &str,
     ) -> anyhow::Result<ImagePrompt> {
+        let ids = self.prompt_ids(encoded, text)?;
+        let (embeds, image_tokens) = self.embed_prompt(encoded, &ids)?;
+        Ok(ImagePrompt {
+            image_tokens,
+            ids,
+            embeds,
+            encode_ms: encoded.encode_ms,
+        })
+    }
+
+    /// The token ids of the chat prompt of `text` about an encoded image, placeholders
+    /// expanded for its layout.
+    pub(crate) fn prompt_ids(
+        &self,
+        encoded: &EncodedImage,
+        text: &str,
+    ) -> anyhow::Result<Vec<u32>> {
         let vision = self.vision()?;
         // Multimodal templates render an image part as the image token; text-only templates
         // (Qwen's own, for one) reject non-string content, and get the token inline instead, in
@@ -350,8 +352,18 @@ impl Engine {
             &vision.placeholders,
             encoded.use_image_id,
         )?;
-        let ids = self.tokenizer.encode(&expanded)?;
-        let mut embeds = self.lm.embed(&ids)?;
+        Ok(self.tokenizer.encode(&expanded)?)
+    }
+
+    /// The embeddings of `ids`, the image's features in place of its placeholder tokens, and
+    /// how many there were.
+    pub(crate) fn embed_prompt(
+        &self,
+        encoded: &EncodedImage,
+        ids: &[u32],
+    ) -> anyhow::Result<(Vec<f32>, usize)> {
+        let vision = self.vision()?;
+        let mut embeds = self.lm.embed(ids)?;
         let width = self.lm.config.hidden_size;
         let positions: Vec<usize> = ids
             .iter()
@@ -373,12 +385,7 @@ impl Engine {
         for (&position, row) in positions.iter().zip(feature_rows) {
             embeds[position * width..(position + 1) * width].copy_from_slice(row);
         }
-        Ok(ImagePrompt {
-            image_tokens: positions.len(),
-            ids,
-            embeds,
-            encode_ms: encoded.encode_ms,
-        })
+        Ok((embeds, positions.len()))
     }
 
     /// Prefills `embeds` (the prompt, with any image features spliced in) and decodes.
@@ -391,24 +398,56 @@ impl Engine {
         encode_ms: f64,
         on_text: &mut dyn FnMut(&str),
     ) -> anyhow::Result<Description> {
+        self.check_room(prompt_ids.len(), request.max_tokens)?;
+        let mut state: LmState = self.lm.new_state()?;
+        request.cancel.check()?;
+        let prefill_start = Instant::now();
+        let logits = self.lm.forward(&mut state, &embeds)?;
+        let timings = Timings {
+            encode_ms,
+            prefill_ms: ms(prefill_start),
+            prefill_tokens_per_s: per_second(prompt_ids.len(), ms(prefill_start)),
+            ..Timings::default()
+        };
+        let prompt = Prompted {
+            ids: prompt_ids,
+            image_tokens,
+            state,
+            logits,
+            timings,
+        };
+        self.decode(request, prompt, on_text)
+    }
+
+    /// Fails when `prompt_tokens` plus `max_tokens` do not fit the model's context.
+    pub(crate) fn check_room(&self, prompt_tokens: usize, max_tokens: usize) -> anyhow::Result<()> {
         let max_context = self.lm.config.max_position_embeddings;
         anyhow::ensure!(
-            prompt_ids.len() + request.max_tokens <= max_context,
-            "the prompt ({} tokens) plus max tokens ({}) exceed the model's context of {max_context}",
-            prompt_ids.len(),
-            request.max_tokens
+            prompt_tokens + max_tokens <= max_context,
+            "the prompt ({prompt_tokens} tokens) plus max tokens ({max_tokens}) exceed the model's context of {max_context}",
         );
-        let mut state: LmState = self.lm.new_state()?;
+        Ok(())
+    }
+
+    /// Samples up to `request.max_tokens` after a prefilled prompt.
+    pub(crate) fn decode(
+        &self,
+        request: &Request,
+        prompt: Prompted<'_>,
+        on_text: &mut dyn FnMut(&str),
+    ) -> anyhow::Result<Description> {
+        let Prompted {
+            ids: prompt_ids,
+            image_tokens,
+            mut state,
+            mut logits,
+            mut timings,
+        } = prompt;
         let mut sampler = Sampler::new(request.sampling.clone());
         let mut history: Vec<u32> = prompt_ids.to_vec();
         let mut stream = self.tokenizer.stream();
         let mut text = String::new();
         let mut tokens = Vec::new();
-
-        request.cancel.check()?;
-        let prefill_start = Instant::now();
-        let mut logits = self.lm.forward(&mut state, &embeds)?;
-        let prefill_ms = ms(prefill_start);
 
         let decode_start = Instant::now();
         let mut stop_reason = StopReason::MaxTokens;
@@ -432,30 +471,38 @@ impl Engine {
         let decode_ms = ms(decode_start);
         // Tokens decoded after the first: the first comes from the prefill logits.
         let decoded = tokens.len().saturating_sub(1);
+        timings.load_ms = self.load_ms;
+        timings.decode_ms = decode_ms;
+        timings.decode_tokens_per_s = per_second(decoded, decode_ms);
         Ok(Description {
             text,
             tokens,
             prompt_tokens: prompt_ids.len(),
             image_tokens,
             stop_reason,
-            timings: Timings {
-                load_ms: self.load_ms,
-                encode_ms,
-                prefill_ms,
-                decode_ms,
-                prefill_tokens_per_s: per_second(prompt_ids.len(), prefill_ms),
-                decode_tokens_per_s: per_second(decoded, decode_ms),
-            },
+            timings,
         })
     }
 }
 
+/// A prompt read into the language model, ready to decode from.
+pub(crate) struct Prompted<'a> {
+    pub ids: &'a [u32],
+    pub image_tokens: usize,
+    pub state: LmState,
+    /// After the prompt's last token.
+    pub logits: Vec<f32>,
+    /// Encoding and prefill so far.
+    pub timings: Timings,
+}
+
 /// An image's features, slice by slice, and where they go in a prompt.
 pub(crate) struct EncodedImage {
-    layout: crate::image::prompt::ImageTokenLayout,
-    use_image_id: bool,
-    features: Vec<Vec<f32>>,
-    encode_ms: f64,
+    pub layout: crate::image::prompt::ImageTokenLayout,
+    pub use_image_id: bool,
+    /// Overview first, then the slices row by row.
+    pub features: Vec<Vec<f32>>,
+    pub encode_ms: f64,
 }
 
 /// A prompt about an image, ready for prefill.
@@ -471,7 +518,7 @@ pub(crate) fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
 }
 
-fn per_second(count: usize, ms: f64) -> f64 {
+pub(crate) fn per_second(count: usize, ms: f64) -> f64 {
     if ms > 0.0 {
         count as f64 * 1000.0 / ms
     } else {

@@ -10,6 +10,7 @@ pub mod ops;
 pub mod q4_0;
 pub mod qwen35;
 pub mod sampler;
+pub mod seen;
 #[cfg(test)]
 mod testing;
 pub mod threads;
