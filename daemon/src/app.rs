@@ -270,13 +270,15 @@ async fn tell_waiting_askers(waiting: Vec<Job>, results: &mpsc::Sender<JobResult
                 log::info!(camera = job.camera.name.as_str(), event_id = job.id.as_str(); "question not answered: lookout is stopping");
                 let _ = results.send(crate::jobs::not_run(job)).await;
             }
-            JobKind::Describe { .. } => descriptions += 1,
+            JobKind::Describe { .. } | JobKind::Sense { .. } => descriptions += 1,
             // The detector thread that waits for it is stopping too.
             JobKind::Verify(_) => {}
         }
     }
     if descriptions > 0 {
-        log::info!("{descriptions} queued description(s) not made: lookout is stopping");
+        log::info!(
+            "{descriptions} queued description(s) or sensor answer(s) not made: lookout is stopping"
+        );
     }
 }
 

@@ -135,6 +135,7 @@ impl Discovery<'_> {
                 || object.ends_with("_occupancy")
                 || object.ends_with("_count")
                 || object.ends_with("_snapshot")
+                || object.starts_with("sensor_")
         };
         let camera_status = json!({
             "topic": t("status"),
@@ -247,6 +248,43 @@ impl Discovery<'_> {
                 "entity_category": "diagnostic",
             }),
         );
+        for sensor in &camera.sensors {
+            let object = format!("sensor_{}", sensor.name);
+            let name = format!("{c} {}", sensor.name.replace(['_', '-'], " "));
+            let topic = t(&format!("sensor/{}", sensor.name));
+            // The answer is the state; confidence, scores, the question and timings are its
+            // attributes.
+            let mut entity = json!({
+                "state_topic": topic,
+                "json_attributes_topic": topic,
+                "icon": "mdi:comment-question-outline",
+            });
+            let component = match sensor.answer.as_str() {
+                "yes_no" => {
+                    entity["value_template"] = json!("{{ 'ON' if value_json.value else 'OFF' }}");
+                    "binary_sensor"
+                }
+                "number" => {
+                    entity["value_template"] = json!("{{ value_json.value }}");
+                    entity["state_class"] = json!("measurement");
+                    if let Some(unit) = &sensor.unit {
+                        entity["unit_of_measurement"] = json!(unit);
+                    }
+                    "sensor"
+                }
+                "choice" => {
+                    entity["value_template"] = json!("{{ value_json.value }}");
+                    entity["device_class"] = json!("enum");
+                    entity["options"] = json!(sensor.options);
+                    "sensor"
+                }
+                _ => {
+                    entity["value_template"] = json!("{{ value_json.value[:255] }}");
+                    "sensor"
+                }
+            };
+            add(component, &object, &name, entity);
+        }
         if let Some(detect) = &camera.detect {
             add(
                 "sensor",

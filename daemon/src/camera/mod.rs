@@ -3,6 +3,7 @@
 
 pub mod gst;
 pub mod scene;
+pub mod sensors;
 pub mod source;
 pub mod supervisor;
 
@@ -12,6 +13,9 @@ use std::time::SystemTime;
 
 use crate::config::CameraConfig;
 
+/// A rectangle of a frame in pixels: left, top, width, height.
+pub type Rect = (u32, u32, u32, u32);
+
 /// One RGB frame, shared (not copied) between the camera, the job queue and the snapshot.
 #[derive(Clone)]
 pub struct Frame {
@@ -20,6 +24,24 @@ pub struct Frame {
     /// Packed RGB, `width * height * 3` bytes.
     pub rgb: Arc<Vec<u8>>,
     pub captured: SystemTime,
+}
+
+impl Frame {
+    /// The `width` x `height` rectangle at (`left`, `top`), which must lie inside the frame.
+    pub fn crop(&self, left: u32, top: u32, width: u32, height: u32) -> Frame {
+        debug_assert!(left + width <= self.width && top + height <= self.height);
+        let mut rgb = Vec::with_capacity((width * height * 3) as usize);
+        for y in top..top + height {
+            let start = ((y * self.width + left) * 3) as usize;
+            rgb.extend_from_slice(&self.rgb[start..start + (width * 3) as usize]);
+        }
+        Frame {
+            width,
+            height,
+            rgb: Arc::new(rgb),
+            captured: self.captured,
+        }
+    }
 }
 
 impl std::fmt::Debug for Frame {

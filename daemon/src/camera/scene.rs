@@ -14,9 +14,16 @@ pub struct Thumbnail(Vec<u8>);
 
 impl Thumbnail {
     pub fn of(frame: &Frame) -> Thumbnail {
-        let (fw, fh) = (frame.width as usize, frame.height as usize);
+        Thumbnail::of_region(frame, (0, 0, frame.width, frame.height))
+    }
+
+    /// The thumbnail of the `(left, top, width, height)` rectangle of `frame`.
+    pub fn of_region(frame: &Frame, (left, top, width, height): super::Rect) -> Thumbnail {
+        let stride = frame.width as usize;
+        let (left, top) = (left as usize, top as usize);
+        let (fw, fh) = (width as usize, height as usize);
         let mut out = vec![0u8; W * H];
-        if fw == 0 || fh == 0 || frame.rgb.len() < fw * fh * 3 {
+        if fw == 0 || fh == 0 || left + fw > stride || frame.rgb.len() < (top + fh) * stride * 3 {
             return Thumbnail(out);
         }
         for ty in 0..H {
@@ -24,9 +31,9 @@ impl Thumbnail {
                 let mut sum = 0u32;
                 for sy in 0..SAMPLES {
                     for sx in 0..SAMPLES {
-                        let x = ((tx * SAMPLES + sx) * fw / (W * SAMPLES)).min(fw - 1);
-                        let y = ((ty * SAMPLES + sy) * fh / (H * SAMPLES)).min(fh - 1);
-                        let i = (y * fw + x) * 3;
+                        let x = left + ((tx * SAMPLES + sx) * fw / (W * SAMPLES)).min(fw - 1);
+                        let y = top + ((ty * SAMPLES + sy) * fh / (H * SAMPLES)).min(fh - 1);
+                        let i = (y * stride + x) * 3;
                         let p = &frame.rgb[i..i + 3];
                         // Integer luma (BT.601).
                         sum += (77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8;

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::gst::{BusEvent, Running};
 use super::scene::Thumbnail;
+use super::sensors::SensorSchedule;
 use super::source::Source;
 use super::{CameraShared, Frame};
 use crate::detection::slot::FrameSlot;
@@ -56,6 +57,7 @@ struct Supervisor {
     reference: Option<Thumbnail>,
     last_trigger: Option<Instant>,
     last_scene: Option<Instant>,
+    sensors: SensorSchedule,
 }
 
 impl Supervisor {
@@ -66,6 +68,7 @@ impl Supervisor {
         detect: Option<Arc<FrameSlot>>,
     ) -> Self {
         Supervisor {
+            sensors: SensorSchedule::new(&shared.config),
             shared,
             queue,
             status,
@@ -233,6 +236,7 @@ impl Supervisor {
     }
 
     fn on_frame(&mut self, frame: Frame) {
+        self.ask_sensors(&frame);
         let config = &self.shared.config;
         let thumb = Thumbnail::of(&frame);
         let now = Instant::now();
@@ -290,5 +294,30 @@ impl Supervisor {
             Submitted::Closed => "not queued: lookout is stopping",
         };
         log::debug!(camera = self.name(), trigger = trigger.name(), event_id = id.as_str(); "{outcome}");
+    }
+
+    /// Queues the sensors due on this frame, in one job: they share its encoding.
+    fn ask_sensors(&mut self, frame: &Frame) {
+        let config = self.shared.config.clone();
+        let Some(due) = self.sensors.due(&config, frame, Instant::now()) else {
+            return;
+        };
+        let job = Job {
+            id: crate::clock::new_id(),
+            camera: config,
+            kind: JobKind::Sense {
+                sensors: due.sensors,
+                trigger: due.trigger.to_string(),
+            },
+            frame: frame.clone(),
+            queued: SystemTime::now(),
+        };
+        let id = job.id.clone();
+        let outcome = match self.queue.submit_trigger(job) {
+            Submitted::Queued | Submitted::Skipped => "sensors queued",
+            Submitted::Replaced => "sensors queued (with those still waiting)",
+            Submitted::Closed => "sensors not queued: lookout is stopping",
+        };
+        log::debug!(camera = self.name(), trigger = due.trigger, event_id = id.as_str(); "{outcome}");
     }
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod detect;
+pub mod sensor;
 
 use anyhow::Context;
 use lookout_models::Precision;
@@ -22,6 +23,10 @@ use serde::Deserialize;
 pub const ENV_PREFIX: &str = "LOOKOUT__";
 /// The model directory used when `[model] path` is not set and `$LOOKOUT_MODEL` is unset.
 pub const DEFAULT_MODEL_DIR: &str = "/var/lib/lookout/models/minicpm-v-4.6";
+/// See [`CameraConfig::reuse_threshold`]: above the noise of a camera sensor and of JPEG
+/// re-compression after the model's downscaling, below what a person or car entering a slice
+/// changes.
+pub const DEFAULT_REUSE_THRESHOLD: f64 = 1.5;
 /// The embedded broker's default listen address (loopback only: it has no authentication).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
 
@@ -151,6 +156,12 @@ pub struct CameraConfig {
     pub no_frame_timeout: f64,
     /// Object detection, tracking and first-sight descriptions (off without this table).
     pub detect: Option<detect::DetectConfig>,
+    /// Standing questions, each answered as a Home Assistant entity.
+    #[serde(rename = "sensor")]
+    pub sensors: Vec<sensor::SensorConfig>,
+    /// A slice whose preprocessed pixels differ from the last encoded ones by at most this mean
+    /// absolute difference (0-255 levels) keeps its features; 0 reuses identical slices only.
+    pub reuse_threshold: f64,
 }
 
 impl Default for CameraConfig {
@@ -171,6 +182,8 @@ impl Default for CameraConfig {
             snapshot_quality: 80,
             no_frame_timeout: 20.0,
             detect: None,
+            sensors: Vec::new(),
+            reuse_threshold: DEFAULT_REUSE_THRESHOLD,
         }
     }
 }
@@ -519,6 +532,27 @@ impl Config {
             }
             if let Some(detect) = &c.detect {
                 detect.validate(&|f| k(&format!("detect.{f}")), &mut err);
+            }
+            if !(0.0..=64.0).contains(&c.reuse_threshold) {
+                err(
+                    &k("reuse_threshold"),
+                    format!(
+                        "must be 0 (identical slices only) to 64 levels (got {})",
+                        c.reuse_threshold
+                    ),
+                );
+            }
+            let mut sensor_names = HashSet::new();
+            let labels = c.detect.as_ref().map(|d| d.labels.as_slice());
+            for (j, s) in c.sensors.iter().enumerate() {
+                let ks = |field: &str| k(&format!("sensor[{j}].{field}"));
+                s.validate(&ks, labels, c.scene_change, &mut err);
+                if !s.name.is_empty() && !sensor_names.insert(s.name.as_str()) {
+                    err(
+                        &ks("name"),
+                        format!("{:?} is used by another sensor of this camera", s.name),
+                    );
+                }
             }
         }
         if self.outbox.max_bytes.is_some_and(|b| b < 64 * 1024) {

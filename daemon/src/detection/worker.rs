@@ -25,6 +25,7 @@ use super::slot::FrameSlot;
 use super::{DetectionMsg, FrameReport, Snapshot};
 use crate::camera::{CameraShared, Frame};
 use crate::config::detect::DetectConfig;
+use crate::config::sensor::SensorTrigger;
 use crate::config::{DetectorDownload, DetectorSource};
 use crate::jobs::{Job, JobKind, JobQueue, ObjectTrigger, Trigger, Verdict, VerifyRequest};
 
@@ -494,6 +495,7 @@ impl Worker {
             }
             if frame.width > 0 {
                 self.maybe_describe(&frame, &event);
+                self.maybe_sense(&frame, &event);
             }
             events.push(event);
         }
@@ -636,6 +638,39 @@ impl Worker {
         }
     }
 
+    /// Queues the sensors that ask when a new object of its label is announced.
+    fn maybe_sense(&mut self, frame: &Frame, event: &TrackEvent) {
+        if event.kind != EventKind::New {
+            return;
+        }
+        let label = &event.after.label;
+        let trigger = SensorTrigger::Label(label.clone());
+        let sensors: Vec<String> = self
+            .shared
+            .config
+            .sensors
+            .iter()
+            .filter(|s| s.asks_on(&trigger))
+            .map(|s| s.name.clone())
+            .collect();
+        if sensors.is_empty() {
+            return;
+        }
+        let job = Job {
+            id: crate::clock::new_id(),
+            camera: self.shared.config.clone(),
+            kind: JobKind::Sense {
+                sensors,
+                trigger: label.clone(),
+            },
+            frame: frame.clone(),
+            queued: SystemTime::now(),
+        };
+        if self.queue.submit_trigger(job) == crate::jobs::Submitted::Closed {
+            log::debug!(camera = self.name(); "sensors not queued: lookout is stopping");
+        }
+    }
+
     fn status(&mut self, state: &str) {
         let (fps, inference_ms) = match self.stats.since {
             Some(since) if self.stats.frames > 0 => (
@@ -736,17 +771,7 @@ fn crop(frame: &Frame, bbox: [f32; 4]) -> Frame {
     let left = ((bbox[0] + bbox[2] - cw) / 2.0).clamp(0.0, fw - cw) as u32;
     let top = ((bbox[1] + bbox[3] - ch) / 2.0).clamp(0.0, fh - ch) as u32;
     let (cw, ch) = ((cw as u32).max(1), (ch as u32).max(1));
-    let mut rgb = Vec::with_capacity((cw * ch * 3) as usize);
-    for y in top..top + ch {
-        let start = ((y * frame.width + left) * 3) as usize;
-        rgb.extend_from_slice(&frame.rgb[start..start + (cw * 3) as usize]);
-    }
-    Frame {
-        width: cw,
-        height: ch,
-        rgb: Arc::new(rgb),
-        captured: frame.captured,
-    }
+    frame.crop(left, top, cw, ch)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::config::CameraConfig;
 use crate::detection::DetectionMsg;
 use crate::detection::book::{ObjectBook, Outgoing};
 use crate::discovery::Discovery;
-use crate::jobs::{Job, JobKind, JobQueue, JobResult, Output, Trigger};
+use crate::jobs::{Job, JobKind, JobQueue, JobResult, Output, SensorAnswer, Trigger};
 use crate::outbox::Outbox;
 use lookout_pipeline::answer::AnswerKind;
 
@@ -77,6 +77,8 @@ pub struct Session {
     /// set are stale.
     discovery_topics: HashSet<String>,
     objects: ObjectBook,
+    /// The value last published per (camera, sensor).
+    sensor_values: HashMap<(String, String), lookout_pipeline::answer::Value>,
 }
 
 struct Inflight {
@@ -118,6 +120,7 @@ impl Session {
             retained: HashMap::new(),
             discovery_topics: HashSet::new(),
             objects: ObjectBook::default(),
+            sensor_values: HashMap::new(),
         }
     }
 
@@ -648,6 +651,12 @@ impl Session {
                 }
             }
             (JobKind::Describe { .. }, _) => {}
+            (JobKind::Sense { trigger, .. }, Ok(Output::Sensors(answers))) => {
+                for answer in answers {
+                    self.on_sensor_answer(&r, trigger, answer, &frame);
+                }
+            }
+            (JobKind::Sense { .. }, _) => {}
             // Verdicts go straight back to the camera's detector thread.
             (JobKind::Verify(_), _) => {}
             (
@@ -669,6 +678,7 @@ impl Session {
                         None,
                         serde_json::to_value(&a.timings).ok(),
                     ),
+                    Ok(Output::Sensors(_)) => (None, None, None),
                     Err(e) => (None, Some(e.clone()), None),
                 };
                 let mut payload = json!({
@@ -697,6 +707,60 @@ impl Session {
                 );
             }
         }
+    }
+}
+
+impl Session {
+    /// Publishes a sensor's answer, retained, when its value changed (or is the first since
+    /// start): the state Home Assistant shows changes only when the answer does.
+    fn on_sensor_answer(
+        &mut self,
+        r: &JobResult,
+        trigger: &str,
+        answer: &SensorAnswer,
+        frame: &Value,
+    ) {
+        let camera = r.job.camera.name.as_str();
+        let a = match &answer.answer {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!(camera = camera, event_id = r.job.id.as_str(); "sensor {} not answered: {e}", answer.name);
+                return;
+            }
+        };
+        let key = (camera.to_string(), answer.name.clone());
+        if self.sensor_values.get(&key) == Some(&a.value) {
+            log::debug!(camera = camera; "sensor {} on {trigger}: still {}", answer.name, a.value);
+            return;
+        }
+        let unit = r
+            .job
+            .camera
+            .sensors
+            .iter()
+            .find(|s| s.name == answer.name)
+            .and_then(|s| s.unit.clone());
+        let payload = json!({
+            "value": a.value,
+            "confidence": a.confidence,
+            "scores": a.scores,
+            "time": rfc3339(r.finished),
+            "frame": frame,
+            "sensor": answer.name,
+            "camera": camera,
+            "question": a.question,
+            "answer": a.answer,
+            "unit": unit,
+            "trigger": trigger,
+            "timings": a.timings,
+        });
+        log::info!(camera = camera, event_id = r.job.id.as_str(); "sensor {}: {} ({:.2})", answer.name, a.value, a.confidence);
+        self.sensor_values.insert(key, a.value.clone());
+        self.publish_state(
+            self.topics
+                .camera(camera, &format!("sensor/{}", answer.name)),
+            payload.to_string().into_bytes(),
+        );
     }
 }
 
