@@ -457,7 +457,7 @@ fn frame_image(frame: &Frame) -> Result<lookout_pipeline::image::RgbImage, Strin
 /// state after the image when none did. One entry per camera and region, so memory is bounded
 /// by the configuration (about 40 MB for a 1080p frame at the default slicing).
 #[derive(Default)]
-struct Looks(HashMap<(String, Option<Rect>), Seen>);
+pub struct Looks(HashMap<(String, Option<Rect>), Seen>);
 
 impl Looks {
     /// Looks at `frame` (or its `region`) for `camera`, starting from the last look.
@@ -521,7 +521,7 @@ fn typed_answer(
 
 /// Answers the camera's sensors named in the job: one look per region, and on each look every
 /// question continues the same state after the image.
-fn sense(
+pub fn sense(
     engine: &Engine,
     looks: &mut Looks,
     job: Job,
@@ -838,6 +838,35 @@ mod tests {
         assert_eq!(q.pop().unwrap().camera.name, "b");
         q.close();
         assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn a_newer_sensor_job_takes_along_the_sensors_still_waiting() {
+        let q = JobQueue::new(2);
+        let sense = |sensors: &[&str], trigger: &str| JobKind::Sense {
+            sensors: sensors.iter().map(|s| s.to_string()).collect(),
+            trigger: trigger.into(),
+        };
+        let describe = JobKind::Describe {
+            trigger: Trigger::Interval,
+        };
+        assert_eq!(q.submit_trigger(job("a", describe)), Submitted::Queued);
+        assert_eq!(
+            q.submit_trigger(job("a", sense(&["door", "bins"], "interval"))),
+            Submitted::Queued,
+            "a camera's sensors and its description wait side by side"
+        );
+        assert_eq!(
+            q.submit_trigger(job("a", sense(&["cars", "door"], "scene_change"))),
+            Submitted::Replaced
+        );
+        assert_eq!(q.len(), 2);
+        assert!(matches!(q.pop().unwrap().kind, JobKind::Describe { .. }));
+        let JobKind::Sense { sensors, trigger } = q.pop().unwrap().kind else {
+            panic!("the sensor job")
+        };
+        assert_eq!(sensors, ["cars", "door", "bins"]);
+        assert_eq!(trigger, "scene_change");
     }
 
     #[test]

@@ -46,6 +46,16 @@ pub fn check_elements(source: &Source) -> anyhow::Result<()> {
 
 impl Running {
     pub fn start(source: &Source, max_rate: u32) -> anyhow::Result<Running> {
+        Running::start_with(source, max_rate, true)
+    }
+
+    /// A pipeline whose appsink keeps every frame, holding the pipeline back until it is
+    /// pulled (replaying a clip frame by frame, as `lookout bench --camera` does).
+    pub fn start_every_frame(source: &Source) -> anyhow::Result<Running> {
+        Running::start_with(source, 1, false)
+    }
+
+    fn start_with(source: &Source, max_rate: u32, newest_only: bool) -> anyhow::Result<Running> {
         check_elements(source)?;
         let description = source.pipeline(max_rate);
         let element = gst::parse::launch(&description)
@@ -66,8 +76,8 @@ impl Running {
                 .field("format", "RGB")
                 .build(),
         ));
-        sink.set_drop(true);
-        sink.set_max_buffers(1);
+        sink.set_drop(newest_only);
+        sink.set_max_buffers(if newest_only { 1 } else { 4 });
         let bus = pipeline
             .bus()
             .ok_or_else(|| anyhow!("the pipeline has no bus"))?;

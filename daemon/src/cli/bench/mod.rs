@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
+mod camera;
 mod latency;
 
 use anyhow::Context;
@@ -20,6 +21,8 @@ use lookout_pipeline::image::RgbImage;
 use lookout_pipeline::qwen35::{LmOptions, Qwen35};
 use lookout_pipeline::threads::set_threads;
 use serde::{Deserialize, Serialize};
+
+use lookout::config::CameraConfig;
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("subject").required(true).args(["model", "detector"])))]
@@ -69,9 +72,23 @@ pub struct BenchArgs {
     /// at nice 5 (as the daemon runs them) and at nice 0.
     #[arg(long, value_name = "DIR", requires = "detector")]
     pub while_describing: Option<PathBuf>,
-    /// Frames per second offered to the detector (with --while-describing).
-    #[arg(long, default_value_t = 5.0, requires = "while_describing")]
+    /// Frames per second: offered to the detector (with --while-describing), or of the clip
+    /// (with --camera).
+    #[arg(long, default_value_t = 5.0)]
     pub fps: f64,
+    /// With --model: replay this clip through the daemon's sensor code (standing yes/no
+    /// questions on scene change), with and without reuse of unchanged slices and state.
+    #[arg(long, value_name = "CLIP", requires = "model", conflicts_with_all = ["vision", "detector"])]
+    pub camera: Option<PathBuf>,
+    /// Yes/no sensors asked at each trigger (with --camera).
+    #[arg(long, default_value_t = 4, requires = "camera")]
+    pub sensors: usize,
+    /// The camera's scene-change threshold (with --camera).
+    #[arg(long, default_value_t = CameraConfig::default().scene_change, requires = "camera")]
+    pub scene_change: f64,
+    /// The camera's reuse_threshold in pixel levels (with --camera).
+    #[arg(long, default_value_t = lookout::config::DEFAULT_REUSE_THRESHOLD, requires = "camera")]
+    pub reuse_threshold: f64,
     /// Niceness of the language model's threads (one run of --while-describing).
     #[arg(long, hide = true, default_value_t = 0)]
     pub nice: i32,
@@ -95,6 +112,9 @@ impl BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let (Some(clip), Some(model)) = (&args.camera, &args.model) {
+        return camera::run(&args, clip, model);
+    }
     if let (Some(detector), Some(model)) = (&args.detector, &args.while_describing) {
         return if args.single {
             latency::run_single(&args, detector, model)
