@@ -252,3 +252,60 @@ fn a_start_without_a_camera_removes_its_entities() {
     );
     assert!(daemon.term().success());
 }
+
+/// The event entity gets the very first description: Home Assistant subscribes to an entity's
+/// topic only when its discovery config arrives, so lookout must not publish the first event
+/// before that. This client does what Home Assistant does: it subscribes to discovery, and to
+/// the event's state topic once the config is there.
+#[test]
+fn the_first_description_reaches_an_entity_subscribed_on_discovery() {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let mut options = MqttOptions::new("e2e-ha", "127.0.0.1", broker.port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = Client::new(options, 64);
+    client
+        .subscribe("homeassistant/event/+/+/config", QoS::AtLeastOnce)
+        .unwrap();
+    let (events_tx, events) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            let Ok(Event::Incoming(Packet::Publish(p))) = event else {
+                continue;
+            };
+            if p.topic.ends_with("/config") {
+                let config: Value = serde_json::from_slice(&p.payload).unwrap();
+                let state = config["state_topic"].as_str().unwrap().to_string();
+                let qos = match config["qos"].as_u64() {
+                    Some(1) => QoS::AtLeastOnce,
+                    _ => QoS::AtMostOnce,
+                };
+                // Home Assistant sets the entity up first: a busy one takes about a second.
+                std::thread::sleep(Duration::from_secs(1));
+                let _ = client.try_subscribe(state, qos);
+            } else {
+                let _ = events_tx.send(String::from_utf8_lossy(&p.payload).to_string());
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // A camera that describes its first frame at once, with the tiny model: done in
+    // milliseconds, long before a slow subscriber would be ready without the wait.
+    let cfg = config(
+        dir.path(),
+        &format!("url = \"{}\"", broker.url()),
+        &testsrc_camera("porch", "interval = 1\nscene_change = 0"),
+    );
+    let mut daemon = Daemon::start(dir.path(), &cfg);
+    daemon.wait_log(" described in ", T);
+    let first_id = daemon.described_ids()[0].clone();
+    let first: Value = serde_json::from_str(&events.recv_timeout(T).expect("an event")).unwrap();
+    assert_eq!(
+        first["id"],
+        first_id.as_str(),
+        "the first description is the first event"
+    );
+    assert!(daemon.term().success());
+}

@@ -36,6 +36,10 @@ use lookout_pipeline::answer::AnswerKind;
 
 /// Home Assistant caps entity states at 255 characters.
 const SUMMARY_MAX: usize = 255;
+/// How long the outbox waits after discovery is published: Home Assistant subscribes to an
+/// entity's topics when its config arrives, and an event (not retained) published before that
+/// is lost to it.
+const DISCOVERY_GRACE: Duration = Duration::from_secs(2);
 
 pub enum Control {
     /// Stop: drain finished jobs into the outbox, publish it for up to `flush`, then disconnect.
@@ -77,6 +81,8 @@ pub struct Session {
     /// set are stale.
     discovery_topics: HashSet<String>,
     objects: ObjectBook,
+    /// Outbox delivery waits until then after discovery was published ([`DISCOVERY_GRACE`]).
+    outbox_held_until: Option<std::time::Instant>,
     /// The value last published per (camera, sensor).
     sensor_values: HashMap<(String, String), lookout_pipeline::answer::Value>,
 }
@@ -121,6 +127,7 @@ impl Session {
             discovery_topics: HashSet::new(),
             objects: ObjectBook::default(),
             sensor_values: HashMap::new(),
+            outbox_held_until: None,
         }
     }
 
@@ -343,6 +350,7 @@ impl Session {
         for (topic, payload) in messages {
             self.send(&topic, true, payload.into_bytes());
         }
+        self.outbox_held_until = Some(std::time::Instant::now() + DISCOVERY_GRACE);
     }
 
     /// QoS 0 publish if connected; dropped otherwise (retained states are re-sent on connect).
@@ -366,6 +374,12 @@ impl Session {
 
     fn pump_outbox(&mut self) {
         if !self.ready || self.inflight.is_some() {
+            return;
+        }
+        if self
+            .outbox_held_until
+            .is_some_and(|t| std::time::Instant::now() < t)
+        {
             return;
         }
         let Some(message) = self.outbox.head() else {
