@@ -186,7 +186,7 @@ impl Discovery<'_> {
             "image",
             "snapshot",
             &format!("{c} snapshot"),
-            json!({ "image_topic": t("snapshot"), "content_type": "image/jpeg" }),
+            json!({ "image_topic": t("snapshot"), "content_type": "image/jpeg", "icon": "mdi:camera-outline" }),
         );
         add(
             "button",
@@ -325,7 +325,11 @@ impl Discovery<'_> {
                     "image",
                     &format!("{label}_snapshot"),
                     &format!("{c} {label} snapshot"),
-                    json!({ "image_topic": t(&format!("{label}/snapshot")), "content_type": "image/jpeg" }),
+                    json!({
+                        "image_topic": t(&format!("{label}/snapshot")),
+                        "content_type": "image/jpeg",
+                        "icon": "mdi:image-filter-center-focus",
+                    }),
                 );
             }
             for zone in &detect.zones {
@@ -403,6 +407,11 @@ mod tests {
             for key in required {
                 assert!(!v[key].is_null(), "{topic} lacks {key}");
             }
+            // An icon, or a device class Home Assistant draws one for (by state).
+            assert!(
+                v["icon"].is_string() || v["device_class"].is_string(),
+                "{topic} has no icon"
+            );
         }
 
         // Detection adds a detector sensor, and per label (and zone) occupancy, count and
@@ -423,6 +432,13 @@ mod tests {
         };
         let msgs = d.camera(&cam);
         assert_eq!(msgs.len(), 8 + 1 + 2 * 3 + 2);
+        for (topic, payload) in &msgs {
+            let v: Value = serde_json::from_str(payload).unwrap();
+            assert!(
+                v["icon"].is_string() || v["device_class"].is_string(),
+                "{topic} has no icon"
+            );
+        }
         let find = |suffix: &str| -> Value {
             let (_, p) = msgs.iter().find(|(t, _)| t.ends_with(suffix)).unwrap();
             serde_json::from_str(p).unwrap()
@@ -448,5 +464,62 @@ mod tests {
             find("porch_ask/config")["state_topic"],
             "lookout/porch/ask/state"
         );
+    }
+
+    #[test]
+    fn each_sensor_is_the_entity_of_its_answer_type() {
+        use crate::config::sensor::SensorConfig;
+        let topics = Topics {
+            prefix: "lookout".into(),
+            discovery_prefix: "homeassistant".into(),
+        };
+        let d = Discovery {
+            topics: &topics,
+            node_id: "e2e".into(),
+            model: "m".into(),
+        };
+        let sensor = |name: &str, answer: &str| SensorConfig {
+            name: name.into(),
+            question: "?".into(),
+            answer: answer.into(),
+            ..SensorConfig::default()
+        };
+        let cam = CameraConfig {
+            name: "garage".into(),
+            sensors: vec![
+                sensor("door", "yes_no"),
+                SensorConfig {
+                    unit: Some("cars".into()),
+                    ..sensor("cars", "number")
+                },
+                SensorConfig {
+                    options: vec!["none".into(), "green".into()],
+                    ..sensor("bins", "choice")
+                },
+                sensor("note", "text"),
+            ],
+            ..CameraConfig::default()
+        };
+        let msgs = d.camera(&cam);
+        let find = |suffix: &str| -> Value {
+            let (_, p) = msgs
+                .iter()
+                .find(|(t, _)| t.ends_with(suffix))
+                .unwrap_or_else(|| panic!("no {suffix}"));
+            serde_json::from_str(p).unwrap()
+        };
+        let door = find("binary_sensor/e2e/garage_sensor_door/config");
+        assert_eq!(door["state_topic"], "lookout/garage/sensor/door");
+        assert_eq!(
+            door["default_entity_id"],
+            "binary_sensor.lookout_e2e_garage_sensor_door"
+        );
+        let cars = find("sensor/e2e/garage_sensor_cars/config");
+        assert_eq!(cars["unit_of_measurement"], "cars");
+        let bins = find("sensor/e2e/garage_sensor_bins/config");
+        assert_eq!(bins["device_class"], "enum");
+        assert_eq!(bins["options"], serde_json::json!(["none", "green"]));
+        let note = find("sensor/e2e/garage_sensor_note/config");
+        assert!(note["device_class"].is_null() && note["unit_of_measurement"].is_null());
     }
 }

@@ -1,7 +1,7 @@
 //! Typed answers to questions about one image: yes/no, one of a list, a number, short text.
 //!
 //! The answer is valid by construction, never parsed from free text: yes/no and choices are the
-//! options scored by the model's own probabilities ([`crate::choice`]), a number is decoded with
+//! options scored by the model's own probabilities, a number is decoded with
 //! only digits allowed. The image is encoded once and the prompt prefix the questions share (the
 //! chat header and the image tokens come before the question text) is read once; each question
 //! then continues a fork of that state and costs only its own tokens.

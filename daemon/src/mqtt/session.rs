@@ -176,6 +176,8 @@ impl Session {
             self.on_detection(d);
         }
         let deadline = tokio::time::Instant::now() + flush;
+        // Stopping: deliver what can be delivered now rather than wait out the discovery grace.
+        self.outbox_held_until = None;
         self.pump_outbox();
         while !self.outbox.is_empty() && self.connected && tokio::time::Instant::now() < deadline {
             match tokio::time::timeout_at(deadline, conn.recv()).await {
