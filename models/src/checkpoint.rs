@@ -9,6 +9,11 @@ use crate::error::LoadError;
 use crate::text_config::TextConfig;
 use crate::weights::WeightStore;
 
+/// Where transformers 5 writes a processor's settings, the image processor's nested inside.
+pub const PROCESSOR_CONFIG: &str = "processor_config.json";
+/// Where older checkpoints keep the image processor's settings.
+pub const PREPROCESSOR_CONFIG: &str = "preprocessor_config.json";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Architecture {
     /// `MiniCPMV4_6ForConditionalGeneration`: SigLIP2 vision tower, merger and a Qwen3.5 text model.
@@ -69,6 +74,45 @@ impl Checkpoint {
             text_prefix: text_prefix.to_string(),
             weights,
         })
+    }
+
+    /// The image processor's settings, where transformers 5 looks for them: nested as
+    /// `image_processor` in `processor_config.json` (what `save_pretrained` writes), else
+    /// `preprocessor_config.json` (older checkpoints). Returns the settings and the file they
+    /// came from. When both files hold settings that differ, the nested ones win, as in
+    /// transformers, and a log line says so.
+    pub fn image_processor(&self) -> Result<(Value, PathBuf), LoadError> {
+        let processor_path = self.dir.join(PROCESSOR_CONFIG);
+        let legacy_path = self.dir.join(PREPROCESSOR_CONFIG);
+        let nested = match processor_path.is_file() {
+            true => read_json(&processor_path)?.get("image_processor").cloned(),
+            false => None,
+        };
+        let legacy = match legacy_path.is_file() {
+            true => Some(read_json(&legacy_path)?),
+            false => None,
+        };
+        match (nested, legacy) {
+            (Some(nested), legacy) => {
+                if legacy.as_ref().is_some_and(|l| *l != nested) {
+                    log::info!(
+                        "{} and {} disagree on the image processor; using {}'s `image_processor`, as transformers does",
+                        processor_path.display(),
+                        legacy_path.display(),
+                        PROCESSOR_CONFIG
+                    );
+                }
+                Ok((nested, processor_path))
+            }
+            (None, Some(legacy)) => Ok((legacy, legacy_path)),
+            (None, None) => Err(LoadError::config(
+                &self.dir,
+                "image_processor",
+                format!(
+                    "no image processor settings: neither {PROCESSOR_CONFIG} with an `image_processor` nor {PREPROCESSOR_CONFIG}"
+                ),
+            )),
+        }
     }
 
     /// Full name of a text-model tensor, e.g. `layers.0.mlp.up_proj.weight`.

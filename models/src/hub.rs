@@ -149,17 +149,15 @@ pub fn fetch_file(hub: &str, file: &HubFile, cache: &Path) -> anyhow::Result<std
 }
 
 /// Files of a checkpoint directory: these must exist...
-const REQUIRED: &[&str] = &[
-    "config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "preprocessor_config.json",
-];
-/// ...these are used when present...
+const REQUIRED: &[&str] = &["config.json", "tokenizer.json", "tokenizer_config.json"];
+/// ...these are used when present (the image processor's settings are in one of the two
+/// processor files, [`crate::checkpoint::Checkpoint::image_processor`])...
 const OPTIONAL: &[&str] = &[
     "chat_template.jinja",
+    "chat_template.json",
     "generation_config.json",
-    "processor_config.json",
+    crate::checkpoint::PROCESSOR_CONFIG,
+    crate::checkpoint::PREPROCESSOR_CONFIG,
 ];
 /// ...and the weights are one file, or shards listed by an index.
 const WEIGHTS: &str = "model.safetensors";

@@ -154,10 +154,8 @@ impl Vision {
         tokenizer: &Tokenizer,
         precision: Precision,
     ) -> anyhow::Result<Vision> {
-        let path = checkpoint.dir.join("preprocessor_config.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let processor = ImageProcessorConfig::from_json_str(&text)
+        let (settings, path) = checkpoint.image_processor()?;
+        let processor = ImageProcessorConfig::from_json_str(&settings.to_string())
             .with_context(|| format!("in {}", path.display()))?;
         let placeholders = PlaceholderTokens::default();
         let image_token_id = match checkpoint

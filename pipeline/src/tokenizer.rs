@@ -1,6 +1,7 @@
 //! Tokenizer and chat template of a checkpoint: `tokenizer.json` through the `tokenizers` crate,
-//! the Jinja chat template (`chat_template.jinja` or `tokenizer_config.json`'s `chat_template`)
-//! through minijinja with Python-compatible string methods, as transformers renders it.
+//! the Jinja chat template (`chat_template.jinja`, `chat_template.json` or
+//! `tokenizer_config.json`'s `chat_template`) through minijinja with Python-compatible string
+//! methods, as transformers renders it.
 
 use std::path::{Path, PathBuf};
 
@@ -86,8 +87,32 @@ impl Tokenizer {
             Err(_) => Value::Null,
         };
         let jinja_path = dir.join("chat_template.jinja");
+        // transformers' order: chat_template.jinja, then the processor's chat_template.json,
+        // then the tokenizer config's field.
+        let json_path = dir.join("chat_template.json");
+        let json_template = match std::fs::read_to_string(&json_path) {
+            Ok(text) => {
+                let value: Value =
+                    serde_json::from_str(&text).map_err(|e| TokenizerError::Load {
+                        path: json_path.clone(),
+                        reason: e.to_string(),
+                    })?;
+                let template = value.get("chat_template").and_then(Value::as_str);
+                Some(
+                    template
+                        .map(str::to_string)
+                        .ok_or_else(|| TokenizerError::Template {
+                            path: json_path.clone(),
+                            reason: "no `chat_template` string".into(),
+                        })?,
+                )
+            }
+            Err(_) => None,
+        };
         let (template_source, template) = if let Ok(t) = std::fs::read_to_string(&jinja_path) {
             (jinja_path, t)
+        } else if let Some(t) = json_template {
+            (json_path, t)
         } else if let Some(t) = tokenizer_config
             .get("chat_template")
             .and_then(Value::as_str)
@@ -97,7 +122,7 @@ impl Tokenizer {
             return Err(TokenizerError::Template {
                 path: config_path,
                 reason:
-                    "no chat template (neither chat_template.jinja nor a `chat_template` field)"
+                    "no chat template (neither chat_template.jinja, chat_template.json nor a `chat_template` field)"
                         .into(),
             });
         };
