@@ -12,17 +12,6 @@ use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
 
-/// An MQTT template rendered over a received payload, as Home Assistant does.
-fn render(template: &Value, payload: &str) -> String {
-    let env = minijinja::Environment::new();
-    let value_json: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
-    env.render_str(
-        template.as_str().expect("a template"),
-        minijinja::context! { value => payload, value_json => value_json },
-    )
-    .unwrap()
-}
-
 /// Prefixes other than the defaults, so that a topic built without them fails here.
 const TOPIC_PREFIX: &str = "site/garden";
 const DISCOVERY_PREFIX: &str = "ha";

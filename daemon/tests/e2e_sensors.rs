@@ -13,16 +13,6 @@ use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
 
-fn render(template: &Value, payload: &str) -> String {
-    let env = minijinja::Environment::new();
-    let value_json: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
-    env.render_str(
-        template.as_str().expect("a template"),
-        minijinja::context! { value => payload, value_json => value_json },
-    )
-    .unwrap()
-}
-
 /// A still picture: every frame is the same, bit for bit.
 fn still_camera(name: &str, extra: &str) -> String {
     format!(

@@ -784,3 +784,16 @@ pub fn mean_rgb(jpeg: &[u8]) -> [f64; 3] {
     }
     sum.map(|s| s / (image.width() * image.height()) as f64)
 }
+
+/// A Home Assistant MQTT template rendered over a received payload, as Home Assistant renders
+/// it (Jinja, with `value` and `value_json`).
+pub fn render(template: &serde_json::Value, payload: &str) -> String {
+    let env = minijinja::Environment::new();
+    let value_json: serde_json::Value =
+        serde_json::from_str(payload).unwrap_or(serde_json::Value::Null);
+    env.render_str(
+        template.as_str().expect("a template"),
+        minijinja::context! { value => payload, value_json => value_json },
+    )
+    .unwrap()
+}
