@@ -17,11 +17,10 @@ use lookout_models::{Checkpoint, LayerType, Precision, TextConfig};
 use tract_core::internal::*;
 use tract_core::ops::math;
 use tract_core::ops::nn::{sigmoid, silu::silu};
-use tract_transformers::ops::causal_conv1d_update::CausalConv1dUpdate;
 
 use crate::embedding::EmbeddingTable;
 use crate::graph::{GraphBuilder, Matrix, MatrixData};
-use crate::ops::GatedDeltaRule;
+use crate::ops::{CausalConv, GatedDeltaRule};
 
 /// Most tokens run through the graph in one call.
 pub const PREFILL_CHUNK: usize = 128;
@@ -108,7 +107,7 @@ impl Qwen35 {
                 }
                 LayerType::LinearAttention => {
                     states.push(
-                        Tensor::zero::<f32>(&[1, c.linear_conv_dim(), c.linear_conv_kernel_dim])?
+                        Tensor::zero::<f32>(&[c.linear_conv_kernel_dim, c.linear_conv_dim()])?
                             .into_tvalue(),
                     );
                     states.push(
@@ -161,7 +160,31 @@ impl Qwen35 {
         Ok(logits)
     }
 
+    /// [`Qwen35::forward`], with the time of every graph node added to `profile` by op.
+    pub fn forward_profiled(
+        &self,
+        state: &mut LmState,
+        embeds: &[f32],
+        profile: &mut OpProfile,
+    ) -> anyhow::Result<Vec<f32>> {
+        let width = self.config.hidden_size;
+        let mut logits = Vec::new();
+        for chunk in embeds.chunks(PREFILL_CHUNK * width) {
+            logits = self.forward_chunk_with(state, chunk, Some(profile))?;
+        }
+        Ok(logits)
+    }
+
     fn forward_chunk(&self, state: &mut LmState, embeds: &[f32]) -> anyhow::Result<Vec<f32>> {
+        self.forward_chunk_with(state, embeds, None)
+    }
+
+    fn forward_chunk_with(
+        &self,
+        state: &mut LmState,
+        embeds: &[f32],
+        profile: Option<&mut OpProfile>,
+    ) -> anyhow::Result<Vec<f32>> {
         let c = &self.config;
         anyhow::ensure!(
             !embeds.is_empty() && embeds.len().is_multiple_of(c.hidden_size),
@@ -184,7 +207,20 @@ impl Qwen35 {
         ];
         inputs.extend(state.states.drain(..));
         let run = &mut state.run;
-        let mut outputs = crate::threads::run(move || run.run(inputs))?;
+        let mut outputs = match profile {
+            None => crate::threads::run(move || run.run(inputs))?,
+            Some(profile) => crate::threads::run(move || {
+                let started = std::time::Instant::now();
+                let outputs = run.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
+                    let t = std::time::Instant::now();
+                    let out = tract_core::plan::eval(ctx, op_state, node, inputs);
+                    profile.add(&node.op().name(), t.elapsed());
+                    out
+                });
+                profile.wall += started.elapsed();
+                outputs
+            })?,
+        };
         state.states = outputs.drain(1..).collect();
         state.position += s;
         let logits = outputs.remove(0);
@@ -193,6 +229,33 @@ impl Qwen35 {
 
     pub fn all_logits(&self) -> bool {
         self.all_logits
+    }
+}
+
+/// Where a model call's time went: per op name, the total time and the number of node runs;
+/// `wall` is the calls' whole time, so `wall` minus the ops' sum is tract's own dispatch.
+#[derive(Clone, Debug, Default)]
+pub struct OpProfile {
+    pub ops: std::collections::BTreeMap<String, (std::time::Duration, usize)>,
+    pub wall: std::time::Duration,
+}
+
+impl OpProfile {
+    fn add(&mut self, op: &str, time: std::time::Duration) {
+        let entry = self.ops.entry(op.to_string()).or_default();
+        entry.0 += time;
+        entry.1 += 1;
+    }
+
+    /// Op names by total time, longest first.
+    pub fn by_time(&self) -> Vec<(&str, std::time::Duration, usize)> {
+        let mut ops: Vec<_> = self
+            .ops
+            .iter()
+            .map(|(name, &(time, runs))| (name.as_str(), time, runs))
+            .collect();
+        ops.sort_by_key(|op| std::cmp::Reverse(op.1));
+        ops
     }
 }
 
@@ -347,9 +410,8 @@ impl Qwen35Builder<'_> {
                     let conv = self.g.input(
                         &format!("{prefix}.conv_state"),
                         [
-                            1.to_dim(),
-                            c.linear_conv_dim().to_dim(),
                             c.linear_conv_kernel_dim.to_dim(),
+                            c.linear_conv_dim().to_dim(),
                         ],
                     )?;
                     let rec = self.g.input(
@@ -567,30 +629,30 @@ impl Qwen35Builder<'_> {
         let kernel = c.linear_conv_kernel_dim;
 
         let qkv = self.linear(&format!("{name}.in_proj_qkv"), x, conv_dim, c.hidden_size)?;
-        // Causal depthwise conv + SiLU over [1, channels, S], carrying the last `kernel` inputs.
-        let qkv = self
-            .g
-            .move_axis(&format!("{name}.qkv_channels_first"), qkv, 1, 0)?;
-        let qkv = self
-            .g
-            .wire(format!("{name}.qkv_batch"), AxisOp::Add(0), &[qkv])?;
-        let conv_weight = self.tensor(&format!("{name}.conv1d.weight"), &[conv_dim, 1, kernel])?;
+        // Causal depthwise conv + SiLU over the tokens, carrying the last `kernel` inputs.
+        let stored = self.tensor(&format!("{name}.conv1d.weight"), &[conv_dim, 1, kernel])?;
+        let mut taps = vec![0f32; kernel * conv_dim];
+        for (ch, w) in stored.chunks_exact(kernel).enumerate() {
+            for (tap, &w) in w.iter().enumerate() {
+                taps[tap * conv_dim + ch] = w;
+            }
+        }
         let conv_weight = self.g.constant(
             format!("{name}.conv1d.weight"),
-            Tensor::from_shape(&[conv_dim, kernel], &conv_weight)?,
+            Tensor::from_shape(&[kernel, conv_dim], &taps)?,
         )?;
         let conv = self.g.wire_all(
             format!("{name}.conv1d"),
-            CausalConv1dUpdate,
+            CausalConv {
+                channels: conv_dim,
+                kernel,
+            },
             &[qkv, conv_weight, conv_state],
         )?;
         let (mixed, conv_state_out) = (conv[0], conv[1]);
         let mixed = self
             .g
-            .wire(format!("{name}.mixed_unbatch"), AxisOp::Rm(0), &[mixed])?;
-        let mixed = self
-            .g
-            .move_axis(&format!("{name}.mixed_tokens_first"), mixed, 1, 0)?;
+            .wire(format!("{name}.conv1d_silu"), silu(), &[mixed])?;
 
         let q = self.g.slice(&format!("{name}.q"), mixed, 1, 0, key_dim)?;
         let k = self

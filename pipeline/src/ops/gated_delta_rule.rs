@@ -7,7 +7,8 @@
 //!
 //! One call processes a whole sequence: the projections around it are batched matmuls over all
 //! tokens, and the per-token recurrence here is O(heads * dk * dv) per token, a few percent of the
-//! layer's matmul work. Prefill therefore pays the sequential cost only where it is inherent.
+//! layer's matmul work. Prefill therefore pays the sequential cost only where it is inherent:
+//! along the tokens of one head; the heads themselves run in parallel.
 //!
 //! Semantics are those of the reference `torch_recurrent_gated_delta_rule` with
 //! `use_qk_l2norm_in_kernel=True`:
@@ -56,7 +57,9 @@ impl GatedDeltaRule {
         Ok(s)
     }
 
-    /// Runs the recurrence over `tokens` tokens, updating `state` in place.
+    /// Runs the recurrence over `tokens` tokens, updating `state` in place. Value heads are
+    /// independent (each has its own state), so inside the compute pool they run in parallel,
+    /// each over every token into a buffer of its own, scattered into `out` at the end.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
@@ -69,6 +72,49 @@ impl GatedDeltaRule {
         state: &mut [f32],
         out: &mut [f32],
     ) {
+        use rayon::prelude::*;
+        let (hv, dk, dv) = (self.value_heads, self.key_dim, self.value_dim);
+        let mut per_head = vec![0f32; hv * tokens * dv];
+        let head = |(h, (s, o)): (usize, (&mut [f32], &mut [f32]))| {
+            self.run_head(h, tokens, q, k, v, log_decay, beta, s, o)
+        };
+        // Split only inside the compute pool (see `threads::run`): elsewhere the caller has
+        // already shared out the cores.
+        if rayon::current_thread_index().is_some() && rayon::current_num_threads() > 1 {
+            state
+                .par_chunks_mut(dk * dv)
+                .zip(per_head.par_chunks_mut(tokens * dv))
+                .enumerate()
+                .for_each(head);
+        } else {
+            state
+                .chunks_mut(dk * dv)
+                .zip(per_head.chunks_mut(tokens * dv))
+                .enumerate()
+                .for_each(head);
+        }
+        for (h, head) in per_head.chunks_exact(tokens * dv).enumerate() {
+            for (t, row) in head.chunks_exact(dv).enumerate() {
+                out[(t * hv + h) * dv..(t * hv + h + 1) * dv].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// Value head `h` over every token: its state `s` (`[dk, dv]`) updated, its outputs written
+    /// to `o` (`[tokens, dv]`).
+    #[allow(clippy::too_many_arguments)]
+    fn run_head(
+        &self,
+        h: usize,
+        tokens: usize,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        log_decay: &[f32],
+        beta: &[f32],
+        s: &mut [f32],
+        o: &mut [f32],
+    ) {
         let (hk, hv, dk, dv) = (
             self.key_heads,
             self.value_heads,
@@ -80,35 +126,31 @@ impl GatedDeltaRule {
         let mut qn = vec![0f32; dk];
         let mut kn = vec![0f32; dk];
         let mut delta = vec![0f32; dv];
-        for t in 0..tokens {
-            for h in 0..hv {
-                let qk_base = (t * hk + h / group) * dk;
-                l2_normalize(&q[qk_base..qk_base + dk], scale, &mut qn);
-                l2_normalize(&k[qk_base..qk_base + dk], 1.0, &mut kn);
-                let decay = log_decay[t * hv + h].exp();
-                let b = beta[t * hv + h];
-                let s = &mut state[h * dk * dv..(h + 1) * dk * dv];
-                let v_t = &v[(t * hv + h) * dv..(t * hv + h + 1) * dv];
+        for (t, o) in o.chunks_exact_mut(dv).enumerate().take(tokens) {
+            let qk_base = (t * hk + h / group) * dk;
+            l2_normalize(&q[qk_base..qk_base + dk], scale, &mut qn);
+            l2_normalize(&k[qk_base..qk_base + dk], 1.0, &mut kn);
+            let decay = log_decay[t * hv + h].exp();
+            let b = beta[t * hv + h];
+            let v_t = &v[(t * hv + h) * dv..(t * hv + h + 1) * dv];
 
-                // delta = (v - k·(decay S)) * beta
-                delta.copy_from_slice(v_t);
-                for (row, &kr) in s.chunks_exact(dv).zip(kn.iter()) {
-                    let w = kr * decay;
-                    for (d, &x) in delta.iter_mut().zip(row) {
-                        *d -= w * x;
-                    }
+            // delta = (v - k·(decay S)) * beta
+            delta.copy_from_slice(v_t);
+            for (row, &kr) in s.chunks_exact(dv).zip(kn.iter()) {
+                let w = kr * decay;
+                for (d, &x) in delta.iter_mut().zip(row) {
+                    *d -= w * x;
                 }
-                for d in delta.iter_mut() {
-                    *d *= b;
-                }
-                // S = decay S + k ⊗ delta; out = q·S
-                let o = &mut out[(t * hv + h) * dv..(t * hv + h + 1) * dv];
-                o.fill(0.0);
-                for ((row, &kr), &qr) in s.chunks_exact_mut(dv).zip(kn.iter()).zip(qn.iter()) {
-                    for ((x, &d), o) in row.iter_mut().zip(delta.iter()).zip(o.iter_mut()) {
-                        *x = *x * decay + kr * d;
-                        *o += qr * *x;
-                    }
+            }
+            for d in delta.iter_mut() {
+                *d *= b;
+            }
+            // S = decay S + k ⊗ delta; out = q·S
+            o.fill(0.0);
+            for ((row, &kr), &qr) in s.chunks_exact_mut(dv).zip(kn.iter()).zip(qn.iter()) {
+                for ((x, &d), o) in row.iter_mut().zip(delta.iter()).zip(o.iter_mut()) {
+                    *x = *x * decay + kr * d;
+                    *o += qr * *x;
                 }
             }
         }

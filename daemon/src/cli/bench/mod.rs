@@ -18,7 +18,7 @@ use lookout_models::{Checkpoint, Precision};
 use lookout_pipeline::detect::{Detections, Detector, DetectorOptions, Thresholds};
 use lookout_pipeline::engine::{Engine, EngineOptions};
 use lookout_pipeline::image::RgbImage;
-use lookout_pipeline::qwen35::{LmOptions, Qwen35};
+use lookout_pipeline::qwen35::{LmOptions, OpProfile, Qwen35};
 use lookout_pipeline::threads::set_threads;
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +92,10 @@ pub struct BenchArgs {
     /// Niceness of the language model's threads (one run of --while-describing).
     #[arg(long, hide = true, default_value_t = 0)]
     pub nice: i32,
+    /// With --model (language model): where the time goes instead, op by op, for a 512-token
+    /// prefill and 32 decode steps at each precision and thread count.
+    #[arg(long, conflicts_with_all = ["vision", "detector", "camera"])]
+    pub profile: bool,
     /// Run one configuration in this process (used by the parent run).
     #[arg(long, hide = true)]
     pub single: bool,
@@ -144,7 +148,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "1080p/4_ms",
             "1080p/9_ms"
         );
-    } else {
+    } else if !args.profile {
         println!(
             "{:<7} {:>3} {:>9} {:>9} {:>12} {:>12} {:>12} {:>13}",
             "weights",
@@ -173,6 +177,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .arg(args.repeat().to_string())
                 .arg("--single")
                 .args(args.vision.then_some("--vision"))
+                .args(args.profile.then_some("--profile"))
                 .status()?;
             anyhow::ensure!(
                 status.success(),
@@ -232,6 +237,9 @@ fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
             Ok(steps as f64 / t.elapsed().as_secs_f64())
         })
     };
+    if args.profile {
+        return print_profile(&lm, &ids, precision, threads);
+    }
     let p64 = prefill(64)?;
     let p512 = prefill(512)?;
     let d64 = decode_at(64)?;
@@ -246,6 +254,70 @@ fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
         p512,
         d64,
         d1024
+    );
+    Ok(())
+}
+
+/// Where a 512-token prefill and 32 decode steps (after 64 tokens) spend their time, op by op.
+fn print_profile(
+    lm: &Qwen35,
+    ids: &[u32],
+    precision: Precision,
+    threads: usize,
+) -> anyhow::Result<()> {
+    // One untimed pass first: the plan sizes its scratch space on first use.
+    lm.forward(&mut lm.new_state()?, &lm.embed(&ids[..128])?)?;
+    let mut prefill = OpProfile::default();
+    let mut state = lm.new_state()?;
+    lm.forward_profiled(&mut state, &lm.embed(&ids[..512])?, &mut prefill)?;
+    let steps = 32;
+    let mut decode = OpProfile::default();
+    let mut state = lm.new_state()?;
+    lm.forward(&mut state, &lm.embed(&ids[..64])?)?;
+    for i in 0..steps {
+        lm.forward_profiled(&mut state, &lm.embed(&ids[i..i + 1])?, &mut decode)?;
+    }
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{precision}, {threads} thread(s): prefill of 512 tokens {:.0} ms ({:.1} tokens/s), decode {:.1} ms/token ({:.2} tokens/s)",
+        ms(prefill.wall),
+        512.0 / prefill.wall.as_secs_f64(),
+        ms(decode.wall) / steps as f64,
+        steps as f64 / decode.wall.as_secs_f64()
+    );
+    println!(
+        "  {:<28} {:>11} {:>6} {:>6} | {:>12} {:>6} {:>8}",
+        "op", "prefill_ms", "share", "runs", "decode_ms/tok", "share", "runs/tok"
+    );
+    let share =
+        |d: std::time::Duration, of: &OpProfile| 100.0 * d.as_secs_f64() / of.wall.as_secs_f64();
+    let mut names: Vec<&str> = prefill.by_time().into_iter().map(|(n, _, _)| n).collect();
+    for (name, _, _) in decode.by_time() {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    for name in names {
+        let (p, pr) = prefill.ops.get(name).copied().unwrap_or_default();
+        let (d, dr) = decode.ops.get(name).copied().unwrap_or_default();
+        println!(
+            "  {name:<28} {:>11.1} {:>5.1}% {pr:>6} | {:>12.2} {:>5.1}% {:>8.0}",
+            ms(p),
+            share(p, &prefill),
+            ms(d) / steps as f64,
+            share(d, &decode),
+            dr as f64 / steps as f64
+        );
+    }
+    let outside = |p: &OpProfile| p.wall.saturating_sub(p.ops.values().map(|v| v.0).sum());
+    println!(
+        "  {:<28} {:>11.1} {:>5.1}% {:>6} | {:>12.2} {:>5.1}%",
+        "(outside the ops)",
+        ms(outside(&prefill)),
+        share(outside(&prefill), &prefill),
+        "",
+        ms(outside(&decode)) / steps as f64,
+        share(outside(&decode), &decode)
     );
     Ok(())
 }
