@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::Frame;
 use super::scene::Thumbnail;
 use crate::config::CameraConfig;
-use crate::config::sensor::SensorTrigger;
+use crate::config::sensor::{SensorTrigger, region_pixels};
 
 /// Sensors due on a frame, and the trigger named in their answers.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,15 +58,9 @@ impl SensorSchedule {
         if config.sensors.is_empty() {
             return None;
         }
-        let thumb = |region: Option<[f64; 4]>| {
-            let sensor = crate::config::sensor::SensorConfig {
-                region,
-                ..Default::default()
-            };
-            match sensor.region_pixels(frame.width, frame.height) {
-                Some(rect) => Thumbnail::of_region(frame, rect),
-                None => Thumbnail::of(frame),
-            }
+        let thumb = |region: Option<[f64; 4]>| match region {
+            Some(r) => Thumbnail::of_region(frame, region_pixels(r, frame.width, frame.height)),
+            None => Thumbnail::of(frame),
         };
         let gap = Duration::from_secs_f64(config.scene_min_gap);
         if !self.started {

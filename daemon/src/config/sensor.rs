@@ -15,6 +15,15 @@ pub enum SensorTrigger {
     Label(String),
 }
 
+/// `[x1, y1, x2, y2]` (fractions of the frame) as a pixel rectangle `(x, y, width, height)` of a
+/// `width` x `height` frame, at least one pixel a side.
+pub fn region_pixels([x1, y1, x2, y2]: [f64; 4], width: u32, height: u32) -> crate::camera::Rect {
+    let px = |f: f64, size: u32| ((f * f64::from(size)).round() as u32).min(size);
+    let (left, top) = (px(x1, width).min(width - 1), px(y1, height).min(height - 1));
+    let (right, bottom) = (px(x2, width).max(left + 1), px(y2, height).max(top + 1));
+    (left, top, right - left, bottom - top)
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SensorConfig {
@@ -86,14 +95,9 @@ impl SensorConfig {
         self.triggers().any(|t| &t == trigger)
     }
 
-    /// The `region` as a pixel rectangle `(x, y, width, height)` of a `width` x `height` frame,
-    /// at least one pixel a side.
+    /// The `region` as a pixel rectangle of a `width` x `height` frame ([`region_pixels`]).
     pub fn region_pixels(&self, width: u32, height: u32) -> Option<crate::camera::Rect> {
-        let [x1, y1, x2, y2] = self.region?;
-        let px = |f: f64, size: u32| ((f * f64::from(size)).round() as u32).min(size);
-        let (left, top) = (px(x1, width).min(width - 1), px(y1, height).min(height - 1));
-        let (right, bottom) = (px(x2, width).max(left + 1), px(y2, height).max(top + 1));
-        Some((left, top, right - left, bottom - top))
+        self.region.map(|r| region_pixels(r, width, height))
     }
 
     /// A number answer inside the sensor's range.
