@@ -2,6 +2,7 @@
 //! safetensors shards, tokenizer files) read into typed configurations and weight stores.
 
 pub mod checkpoint;
+pub mod compiled;
 pub mod error;
 pub mod hub;
 pub mod text_config;

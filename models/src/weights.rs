@@ -110,6 +110,7 @@ impl TensorLocation {
 /// Index of every tensor in a checkpoint directory.
 #[derive(Debug)]
 pub struct WeightStore {
+    files: Vec<PathBuf>,
     tensors: HashMap<String, TensorLocation>,
 }
 
@@ -120,12 +121,17 @@ impl WeightStore {
     pub fn open_dir(dir: &Path) -> Result<WeightStore, LoadError> {
         let files = shard_files(dir)?;
         let mut tensors = HashMap::new();
-        for file in files {
-            for (name, location) in read_header(&file)? {
+        for file in &files {
+            for (name, location) in read_header(file)? {
                 tensors.insert(name, location);
             }
         }
-        Ok(WeightStore { tensors })
+        Ok(WeightStore { files, tensors })
+    }
+
+    /// The safetensors files, in a fixed order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
     }
 
     pub fn contains(&self, name: &str) -> bool {
