@@ -157,6 +157,7 @@ async fn run_async(config_file: Option<PathBuf>, config: Config) -> anyhow::Resu
         EngineOptions {
             precision: config.precision(),
             threads: config.model.threads,
+            compiled_cache: config.compiled_cache_dir(),
         },
         queue.clone(),
         results_tx,

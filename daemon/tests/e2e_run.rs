@@ -496,6 +496,20 @@ fn no_file_runs_on_its_defaults() {
         "the outbox under $HOME"
     );
     assert!(daemon.term().success());
+    // The q4_0 weights were quantized once and kept, for the language model and the vision
+    // tower, where the README says: the next start maps them.
+    let compiled: Vec<String> = std::fs::read_dir(home.join(".cache/lookout/compiled"))
+        .expect("the compiled cache under $HOME/.cache/lookout")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for part in ["language_model-q4_0", "vision-q4_0"] {
+        assert!(
+            compiled
+                .iter()
+                .any(|f| f.starts_with(part) && f.ends_with(".lookout")),
+            "no {part}* file in the compiled cache: {compiled:?}"
+        );
+    }
 }
 
 /// Seconds since 1970 of lookout's RFC 3339 UTC times (`2026-05-01T12:00:03.120Z`).

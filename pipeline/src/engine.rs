@@ -1,7 +1,7 @@
 //! The whole model behind one call: prompt (and image) in, text out, with timings. This is what
 //! the CLI and the daemon use.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::image::prompt::{PlaceholderTokens, expand_image_placeholders};
 use crate::image::{ImageProcessorConfig, RgbImage};
-use crate::minicpmv46::VisionEncoder;
+use crate::minicpmv46::{VisionEncoder, VisionOptions};
 use crate::qwen35::{LmOptions, LmState, Qwen35};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::seen::ReusePolicy;
@@ -24,6 +24,9 @@ pub struct EngineOptions {
     pub precision: Precision,
     /// Worker threads for matrix products; `None` uses every core.
     pub threads: Option<usize>,
+    /// Directory of the compiled cache (see [`crate::compiled`]): quantized weights written at
+    /// the first start and mapped at the next ones. `None` quantizes at every start.
+    pub compiled_cache: Option<PathBuf>,
 }
 
 impl Default for EngineOptions {
@@ -31,6 +34,7 @@ impl Default for EngineOptions {
         EngineOptions {
             precision: Precision::Q4_0,
             threads: None,
+            compiled_cache: None,
         }
     }
 }
@@ -153,6 +157,7 @@ impl Vision {
         checkpoint: &Checkpoint,
         tokenizer: &Tokenizer,
         precision: Precision,
+        compiled_cache: Option<PathBuf>,
     ) -> anyhow::Result<Vision> {
         let (settings, path) = checkpoint.image_processor()?;
         let processor = ImageProcessorConfig::from_json_str(&settings.to_string())
@@ -173,7 +178,13 @@ impl Vision {
                     )
                 })?,
         };
-        let encoder = VisionEncoder::load(checkpoint, precision)?;
+        let encoder = VisionEncoder::load_with(
+            checkpoint,
+            &VisionOptions {
+                compiled_cache,
+                ..VisionOptions::new(precision)
+            },
+        )?;
         Ok(Vision {
             processor,
             encoder,
@@ -189,13 +200,21 @@ impl Engine {
         set_threads(options.threads)?;
         let checkpoint = Checkpoint::open(dir)?;
         let tokenizer = Tokenizer::open(dir, &checkpoint.text.eos_token_ids)?;
-        let lm = Qwen35::load(&checkpoint, &LmOptions::new(options.precision))
+        let lm_options = LmOptions {
+            compiled_cache: options.compiled_cache.clone(),
+            ..LmOptions::new(options.precision)
+        };
+        let lm = Qwen35::load(&checkpoint, &lm_options)
             .with_context(|| format!("loading the language model from {}", dir.display()))?;
         let vision = match checkpoint.architecture {
             Architecture::MiniCpmV46 => Some(
-                Vision::load(&checkpoint, &tokenizer, options.precision).with_context(|| {
-                    format!("loading the vision encoder from {}", dir.display())
-                })?,
+                Vision::load(
+                    &checkpoint,
+                    &tokenizer,
+                    options.precision,
+                    options.compiled_cache.clone(),
+                )
+                .with_context(|| format!("loading the vision encoder from {}", dir.display()))?,
             ),
             Architecture::Qwen35Text => None,
         };

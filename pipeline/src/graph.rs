@@ -9,8 +9,8 @@ use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math;
 use tract_core::ops::nn::{Reduce, Reducer, RmsNorm, Softmax, SoftmaxKind};
 
+use crate::compiled::WeightCache;
 use crate::ops::Q4_0Linear;
-use crate::q4_0::Q4_0Matrix;
 
 /// A weight matrix in PyTorch's `[out, in]` layout, either in memory or still in the checkpoint.
 ///
@@ -40,7 +40,7 @@ impl Matrix {
     }
 
     /// Calls `f` with consecutive runs of whole rows, in order.
-    fn for_each_chunk(&self, mut f: impl FnMut(&[f32])) -> TractResult<()> {
+    pub(crate) fn for_each_chunk(&self, mut f: impl FnMut(&[f32])) -> TractResult<()> {
         match &self.data {
             MatrixData::Values(v) => {
                 ensure!(
@@ -92,6 +92,8 @@ impl Matrix {
 
 pub struct GraphBuilder {
     pub model: TypedModel,
+    /// Where Q4_0 matrices come from: the compiled cache, or quantization now.
+    pub weights: WeightCache,
 }
 
 impl Default for GraphBuilder {
@@ -102,8 +104,13 @@ impl Default for GraphBuilder {
 
 impl GraphBuilder {
     pub fn new() -> GraphBuilder {
+        GraphBuilder::with_cache(WeightCache::off())
+    }
+
+    pub fn with_cache(weights: WeightCache) -> GraphBuilder {
         GraphBuilder {
             model: TypedModel::default(),
+            weights,
         }
     }
 
@@ -177,12 +184,8 @@ impl GraphBuilder {
         );
         let y = match precision {
             Precision::Q4_0 => {
-                let mut weights = Q4_0Matrix::new(w.rows, w.cols);
-                w.for_each_chunk(|rows| weights.push_rows(rows))?;
-                let op = Q4_0Linear {
-                    weights: Arc::new(weights),
-                };
-                self.wire(name, op, &[x])?
+                let weights = self.weights.q4_0(name, w)?;
+                self.wire(name, Q4_0Linear { weights }, &[x])?
             }
             Precision::F32 | Precision::F16 => {
                 let t = if precision == Precision::F32 {
@@ -370,7 +373,7 @@ impl GraphBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::q4_0::Q8Rows;
+    use crate::q4_0::{Q4_0Matrix, Q8Rows};
     use crate::testing::pseudo_random;
 
     /// Runs `x [s, k] @ w.T` through a one-node graph at `precision`, on a thread of `pool`

@@ -1,4 +1,5 @@
 pub mod answer;
+pub mod compiled;
 pub mod detect;
 pub mod embedding;
 pub mod engine;

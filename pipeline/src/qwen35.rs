@@ -10,6 +10,7 @@
 //! (`[1, vocab]` for the last position, or `[S, vocab]` when built with `all_logits`), then the
 //! updated states in the same order.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -18,6 +19,7 @@ use tract_core::internal::*;
 use tract_core::ops::math;
 use tract_core::ops::nn::{sigmoid, silu::silu};
 
+use crate::compiled::{CacheUse, WeightCache};
 use crate::embedding::EmbeddingTable;
 use crate::graph::{GraphBuilder, Matrix, MatrixData};
 use crate::ops::{CausalConv, GatedDeltaRule};
@@ -32,6 +34,8 @@ pub struct LmOptions {
     pub lm_head_precision: Precision,
     /// Emit logits for every position instead of the last one only (used by tests).
     pub all_logits: bool,
+    /// Directory of the compiled cache (see [`crate::compiled`]); `None` quantizes every start.
+    pub compiled_cache: Option<PathBuf>,
 }
 
 impl LmOptions {
@@ -40,6 +44,7 @@ impl LmOptions {
             precision,
             lm_head_precision: precision,
             all_logits: false,
+            compiled_cache: None,
         }
     }
 }
@@ -49,6 +54,7 @@ pub struct Qwen35 {
     plan: Arc<TypedSimplePlan>,
     embeddings: EmbeddingTable,
     all_logits: bool,
+    compiled: CacheUse,
 }
 
 /// Per-conversation caches and the position reached.
@@ -61,17 +67,35 @@ pub struct LmState {
 impl Qwen35 {
     pub fn load(checkpoint: &Checkpoint, options: &LmOptions) -> anyhow::Result<Qwen35> {
         let config = checkpoint.text.clone();
+        let cache = match &options.compiled_cache {
+            Some(dir) => WeightCache::open(
+                dir,
+                checkpoint,
+                "language_model",
+                &format!("{}+head-{}", options.precision, options.lm_head_precision),
+            ),
+            None => WeightCache::off(),
+        };
         let mut builder = Qwen35Builder {
-            g: GraphBuilder::new(),
+            g: GraphBuilder::with_cache(cache),
             ckpt: checkpoint,
             cfg: &config,
             options,
         };
+        let started = std::time::Instant::now();
         let model = builder.build()?;
+        let compiled = std::mem::replace(&mut builder.g.weights, WeightCache::off()).finish();
+        let built = started.elapsed();
         let plan = model
             .into_optimized()
             .context("optimizing the language model graph")?
             .into_runnable()?;
+        log::info!(
+            "language model: weights ready in {} ms (compiled cache: {compiled}), graph optimized \
+             in {} ms",
+            built.as_millis(),
+            (started.elapsed() - built).as_millis()
+        );
         let embed_name = checkpoint.text_tensor("embed_tokens.weight");
         let embeddings = EmbeddingTable::new(
             checkpoint.weights.location(&embed_name)?.clone(),
@@ -84,7 +108,13 @@ impl Qwen35 {
             plan,
             embeddings,
             all_logits: options.all_logits,
+            compiled,
         })
+    }
+
+    /// What the compiled cache did at load.
+    pub fn compiled_cache(&self) -> &CacheUse {
+        &self.compiled
     }
 
     pub fn embed(&self, ids: &[u32]) -> anyhow::Result<Vec<f32>> {

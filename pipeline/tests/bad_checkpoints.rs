@@ -12,6 +12,7 @@ fn load_error(dir: &Path) -> String {
     let options = EngineOptions {
         precision: Precision::F32,
         threads: Some(1),
+        compiled_cache: None,
     };
     match Engine::load(dir, &options) {
         Ok(_) => panic!("{} loaded although it is broken", dir.display()),

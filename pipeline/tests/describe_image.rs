@@ -74,6 +74,7 @@ fn engine_at(dir: &std::path::Path) -> Engine {
         &EngineOptions {
             precision: lookout_models::Precision::F32,
             threads: Some(2),
+            compiled_cache: None,
         },
     )
     .unwrap()
@@ -202,6 +203,7 @@ fn text_only_chat_template_gets_the_image_token_inline() {
         &EngineOptions {
             precision: Precision::F32,
             threads: Some(1),
+            compiled_cache: None,
         },
     )
     .unwrap();

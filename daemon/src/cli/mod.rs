@@ -39,6 +39,11 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if !matches!(cli.command, Command::Run(_)) {
+        // One-shot commands print their results; logs (load phases, the cache) only at
+        // warnings unless RUST_LOG asks for more. `run` sets its level from its config.
+        lookout::logging::init("warn");
+    }
     match cli.command {
         Command::Describe(args) => describe::run(args),
         Command::Ask(args) => ask::run(args),

@@ -19,6 +19,41 @@ pub struct ModelArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// Where the compiled cache is, for every command that loads a model.
+#[derive(Args, Debug, Clone)]
+pub struct CacheArgs {
+    /// Cache directory, as the daemon's `model.cache_dir` (default: $CACHE_DIRECTORY, else
+    /// $XDG_CACHE_HOME/lookout, else ~/.cache/lookout). Quantized weights are kept in its
+    /// `compiled` directory after the first load and mapped by the next ones.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Quantize at every load instead of using the compiled cache.
+    #[arg(long)]
+    pub no_compiled_cache: bool,
+}
+
+impl CacheArgs {
+    /// The compiled cache's directory, `None` when it is off.
+    pub fn compiled_dir(&self) -> Option<PathBuf> {
+        if self.no_compiled_cache {
+            return None;
+        }
+        let dir = match &self.cache_dir {
+            Some(d) => d.clone(),
+            None => match lookout::config::default_cache_dir() {
+                Ok(d) => d,
+                Err(e) => {
+                    log::warn!("compiled cache off: {e:#}");
+                    return None;
+                }
+            },
+        };
+        Some(dir.join(lookout::config::COMPILED_CACHE))
+    }
 }
 
 impl ModelArgs {
@@ -28,6 +63,7 @@ impl ModelArgs {
             &EngineOptions {
                 precision: self.weights,
                 threads: self.threads,
+                compiled_cache: self.cache.compiled_dir(),
             },
         )
     }

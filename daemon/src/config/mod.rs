@@ -60,6 +60,9 @@ pub struct ModelConfig {
     pub weights: String,
     /// Worker threads for inference; `None` uses every core.
     pub threads: Option<usize>,
+    /// Keep the quantized weights in `<cache_dir>/compiled` after the first start, so later
+    /// starts map them instead of quantizing again.
+    pub compiled_cache: bool,
 }
 
 impl Default for ModelConfig {
@@ -71,6 +74,7 @@ impl Default for ModelConfig {
             cache_dir: None,
             weights: "q4_0".into(),
             threads: None,
+            compiled_cache: true,
         }
     }
 }
@@ -665,12 +669,22 @@ impl Config {
     fn cache_dir(&self) -> anyhow::Result<PathBuf> {
         match &self.model.cache_dir {
             Some(p) => Ok(p.clone()),
-            None => service_dir(
-                "CACHE_DIRECTORY",
-                "XDG_CACHE_HOME",
-                ".cache",
-                "model.cache_dir",
-            ),
+            None => default_cache_dir(),
+        }
+    }
+
+    /// Where the compiled cache lives, unless `model.compiled_cache` turns it off. A cache
+    /// directory that cannot be found turns it off too, with a warning: the model still loads.
+    pub fn compiled_cache_dir(&self) -> Option<PathBuf> {
+        if !self.model.compiled_cache {
+            return None;
+        }
+        match self.cache_dir() {
+            Ok(dir) => Some(dir.join(COMPILED_CACHE)),
+            Err(e) => {
+                log::warn!("compiled cache off: {e:#}");
+                None
+            }
         }
     }
 
@@ -743,6 +757,20 @@ impl CameraConfig {
     pub fn no_frame_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.no_frame_timeout)
     }
+}
+
+/// The compiled cache's directory inside the cache directory.
+pub const COMPILED_CACHE: &str = "compiled";
+
+/// The cache directory when `model.cache_dir` is not set: `$CACHE_DIRECTORY` (systemd), else
+/// `$XDG_CACHE_HOME/lookout`, else `~/.cache/lookout`.
+pub fn default_cache_dir() -> anyhow::Result<PathBuf> {
+    service_dir(
+        "CACHE_DIRECTORY",
+        "XDG_CACHE_HOME",
+        ".cache",
+        "model.cache_dir",
+    )
 }
 
 /// lookout's directory of one kind: systemd's (`STATE_DIRECTORY=`, `CACHE_DIRECTORY=`; the first

@@ -22,6 +22,7 @@
 //! specialises the graph per grid and caches the plans.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +38,7 @@ use tract_linalg::multithread::{Executor, multithread_tract_scope};
 
 use super::config::{VisionActivation, VisionConfig};
 use super::positions::position_ids;
+use crate::compiled::{CacheUse, WeightCache};
 use crate::graph::{GraphBuilder, Matrix};
 use crate::image::DownsampleMode;
 
@@ -79,6 +81,8 @@ pub struct VisionOptions {
     /// Also output the intermediate activations (for [`VisionEncoder::encode_with_intermediates`];
     /// tests and diagnostics).
     pub intermediates: bool,
+    /// Directory of the compiled cache (see [`crate::compiled`]); `None` quantizes every start.
+    pub compiled_cache: Option<PathBuf>,
 }
 
 impl VisionOptions {
@@ -88,6 +92,7 @@ impl VisionOptions {
             downsample_mode: None,
             plans: PlanStrategy::Symbolic,
             intermediates: false,
+            compiled_cache: None,
         }
     }
 }
@@ -101,6 +106,7 @@ pub struct VisionEncoder {
     mode: DownsampleMode,
     plans: Plans,
     intermediate_names: Vec<String>,
+    compiled: CacheUse,
 }
 
 enum Plans {
@@ -133,17 +139,32 @@ impl VisionEncoder {
         );
         let config = VisionConfig::from_checkpoint(checkpoint)?;
         let mode = options.downsample_mode.unwrap_or(config.downsample_mode);
+        let cache = match &options.compiled_cache {
+            Some(dir) => WeightCache::open(
+                dir,
+                checkpoint,
+                "vision",
+                &format!("{}+{}x", options.precision, mode.token_divisor()),
+            ),
+            None => WeightCache::off(),
+        };
         let mut builder = VisionBuilder {
-            g: GraphBuilder::new(),
+            g: GraphBuilder::with_cache(cache),
             ckpt: checkpoint,
             cfg: &config,
             precision: options.precision,
             mode,
             taps: vec![],
         };
+        let started = std::time::Instant::now();
         let features = builder
             .build()
             .context("building the vision encoder graph")?;
+        let compiled = std::mem::replace(&mut builder.g.weights, WeightCache::off()).finish();
+        log::info!(
+            "vision encoder: weights ready in {} ms (compiled cache: {compiled})",
+            started.elapsed().as_millis()
+        );
         let mut outputs = vec![features];
         let mut intermediate_names = vec![];
         if options.intermediates {
@@ -177,7 +198,13 @@ impl VisionEncoder {
             mode,
             plans,
             intermediate_names,
+            compiled,
         })
+    }
+
+    /// What the compiled cache did at load.
+    pub fn compiled_cache(&self) -> &CacheUse {
+        &self.compiled
     }
 
     pub fn downsample_mode(&self) -> DownsampleMode {

@@ -22,6 +22,8 @@ mod dot;
 
 pub use dot::{dot_panel, kernel_name};
 
+use lookout_models::compiled::MappedBlob;
+
 /// Values per block, in both formats.
 pub const BLOCK: usize = 32;
 /// Weight rows stored together and computed together.
@@ -48,8 +50,20 @@ pub struct Q4_0Matrix {
     blocks: usize,
     /// Rows quantized so far by [`Q4_0Matrix::push_rows`].
     filled: usize,
-    nibbles: Vec<u8>,
-    scales: Vec<f32>,
+    storage: Storage,
+}
+
+/// Where the packed weights live: quantized in this process, or mapped from the compiled
+/// cache (see `crate::compiled`) in exactly the layout [`Q4_0Matrix::push_rows`] writes.
+enum Storage {
+    Owned {
+        nibbles: Vec<u8>,
+        scales: Vec<f32>,
+    },
+    Mapped {
+        nibbles: MappedBlob,
+        scales: MappedBlob,
+    },
 }
 
 impl std::fmt::Debug for Q4_0Matrix {
@@ -69,8 +83,69 @@ impl Q4_0Matrix {
             cols,
             blocks,
             filled: 0,
-            nibbles: vec![0; panels * blocks * PANEL_BLOCK_BYTES],
-            scales: vec![0.0; panels * blocks * PANEL],
+            storage: Storage::Owned {
+                nibbles: vec![0; panels * blocks * PANEL_BLOCK_BYTES],
+                scales: vec![0.0; panels * blocks * PANEL],
+            },
+        }
+    }
+
+    /// A matrix whose packed bytes were written by [`Q4_0Matrix::packed`] into a compiled
+    /// cache file: used in place, never copied. Fails when a blob's size is not the one
+    /// `rows x cols` needs.
+    pub fn mapped(
+        rows: usize,
+        cols: usize,
+        nibbles: MappedBlob,
+        scales: MappedBlob,
+    ) -> Result<Q4_0Matrix, String> {
+        let blocks = cols.div_ceil(BLOCK);
+        let panels = rows.div_ceil(PANEL);
+        let (want_nibbles, want_scales) = (
+            panels * blocks * PANEL_BLOCK_BYTES,
+            panels * blocks * PANEL * std::mem::size_of::<f32>(),
+        );
+        let (got_nibbles, got_scales) = (nibbles.bytes().len(), scales.bytes().len());
+        if (got_nibbles, got_scales) != (want_nibbles, want_scales) {
+            return Err(format!(
+                "{got_nibbles} weight bytes and {got_scales} scale bytes, but a {rows}x{cols} \
+                 matrix needs {want_nibbles} and {want_scales}"
+            ));
+        }
+        if bytemuck::try_cast_slice::<u8, f32>(scales.bytes()).is_err() {
+            return Err("the scales are not aligned for f32".into());
+        }
+        Ok(Q4_0Matrix {
+            rows,
+            cols,
+            blocks,
+            filled: rows,
+            storage: Storage::Mapped { nibbles, scales },
+        })
+    }
+
+    /// The packed weight bytes and the scales' bytes, as [`Q4_0Matrix::mapped`] takes them.
+    pub fn packed(&self) -> (&[u8], &[u8]) {
+        (self.nibbles(), bytemuck::cast_slice(self.scales()))
+    }
+
+    /// Whether the weights are mapped from a cache file rather than quantized here.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.storage, Storage::Mapped { .. })
+    }
+
+    fn nibbles(&self) -> &[u8] {
+        match &self.storage {
+            Storage::Owned { nibbles, .. } => nibbles,
+            Storage::Mapped { nibbles, .. } => nibbles.bytes(),
+        }
+    }
+
+    fn scales(&self) -> &[f32] {
+        match &self.storage {
+            Storage::Owned { scales, .. } => scales,
+            // Alignment and length were checked in `mapped`.
+            Storage::Mapped { scales, .. } => bytemuck::cast_slice(scales.bytes()),
         }
     }
 
@@ -83,6 +158,9 @@ impl Q4_0Matrix {
             self.rows,
             self.cols
         );
+        let Storage::Owned { nibbles, scales } = &mut self.storage else {
+            panic!("a mapped matrix is read-only");
+        };
         let mut padded = vec![0f32; self.blocks * BLOCK];
         for row in values.chunks_exact(self.cols) {
             let (panel, lane) = (self.filled / PANEL, self.filled % PANEL);
@@ -90,8 +168,8 @@ impl Q4_0Matrix {
             for (b, block) in padded.chunks_exact(BLOCK).enumerate() {
                 let (scale, bytes) = quantize_q4_0(block);
                 let at = panel * self.blocks + b;
-                self.scales[at * PANEL + lane] = scale;
-                let chunks = &mut self.nibbles[at * PANEL_BLOCK_BYTES..][..PANEL_BLOCK_BYTES];
+                scales[at * PANEL + lane] = scale;
+                let chunks = &mut nibbles[at * PANEL_BLOCK_BYTES..][..PANEL_BLOCK_BYTES];
                 for (chunk, bytes) in chunks
                     .chunks_exact_mut(CHUNK_BYTES)
                     .zip(bytes.chunks_exact(CHUNK_ROW_BYTES))
@@ -115,8 +193,9 @@ impl Q4_0Matrix {
     pub fn panel(&self, p: usize) -> Panel<'_> {
         let blocks = self.blocks;
         Panel {
-            nibbles: &self.nibbles[p * blocks * PANEL_BLOCK_BYTES..][..blocks * PANEL_BLOCK_BYTES],
-            scales: &self.scales[p * blocks * PANEL..][..blocks * PANEL],
+            nibbles: &self.nibbles()[p * blocks * PANEL_BLOCK_BYTES..]
+                [..blocks * PANEL_BLOCK_BYTES],
+            scales: &self.scales()[p * blocks * PANEL..][..blocks * PANEL],
             blocks,
         }
     }
@@ -143,7 +222,7 @@ impl Q4_0Matrix {
 
     /// Resident bytes of the quantized weights.
     pub fn bytes(&self) -> usize {
-        self.nibbles.len() + self.scales.len() * std::mem::size_of::<f32>()
+        self.nibbles().len() + std::mem::size_of_val(self.scales())
     }
 }
 

@@ -19,6 +19,7 @@ pub fn f32_engine(name: &str) -> lookout_pipeline::engine::Engine {
         &lookout_pipeline::engine::EngineOptions {
             precision: lookout_models::Precision::F32,
             threads: Some(2),
+            compiled_cache: None,
         },
     )
     .unwrap()

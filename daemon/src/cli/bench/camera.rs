@@ -17,7 +17,7 @@ use lookout_models::Precision;
 use lookout_pipeline::answer::Answer;
 use lookout_pipeline::engine::{Cancel, Engine, EngineOptions};
 
-use super::{BenchArgs, cpu_model};
+use super::{BenchArgs, cpu_model, default_compiled_cache};
 use lookout::camera::Frame;
 use lookout::camera::gst::Running;
 use lookout::camera::sensors::SensorSchedule;
@@ -125,6 +125,7 @@ pub fn run(args: &BenchArgs, clip: &Path, model: &Path) -> anyhow::Result<()> {
         &EngineOptions {
             precision,
             threads: Some(threads),
+            compiled_cache: default_compiled_cache(),
         },
     )?;
     let camera = Arc::new(CameraConfig {

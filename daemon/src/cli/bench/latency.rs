@@ -19,7 +19,10 @@ use lookout_pipeline::image::RgbImage;
 use lookout_pipeline::threads;
 use serde::{Deserialize, Serialize};
 
-use super::{BenchArgs, FRAME, Spread, checked_output, cpu_model, last_json_line, test_image};
+use super::{
+    BenchArgs, FRAME, Spread, checked_output, cpu_model, default_compiled_cache, last_json_line,
+    test_image,
+};
 
 /// Nicenesses of the language model's threads compared: the daemon's (with detection on) and
 /// none.
@@ -126,6 +129,7 @@ pub fn run_single(args: &BenchArgs, detector: &Path, model: &Path) -> anyhow::Re
         &EngineOptions {
             precision: Precision::Q4_0,
             threads: None,
+            compiled_cache: default_compiled_cache(),
         },
     )?;
     let detector = Detector::load(

@@ -15,6 +15,7 @@ mod latency;
 use anyhow::Context;
 use clap::{ArgGroup, Args};
 use lookout_models::{Checkpoint, Precision};
+use lookout_pipeline::compiled::CacheUse;
 use lookout_pipeline::detect::{Detections, Detector, DetectorOptions, Thresholds};
 use lookout_pipeline::engine::{Engine, EngineOptions};
 use lookout_pipeline::image::RgbImage;
@@ -138,9 +139,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.vision {
         println!(
-            "{:<7} {:>3} {:>9} {:>9} {:>13} {:>14} {:>14} {:>14}",
+            "{:<7} {:>3} {:>13} {:>12} {:>9} {:>9} {:>13} {:>14} {:>14} {:>14}",
             "weights",
             "thr",
+            "first_load_ms",
+            "first_rss_mb",
             "load_ms",
             "rss_mb",
             "448x448_ms",
@@ -150,9 +153,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     } else if !args.profile {
         println!(
-            "{:<7} {:>3} {:>9} {:>9} {:>12} {:>12} {:>12} {:>13}",
+            "{:<7} {:>3} {:>13} {:>12} {:>9} {:>9} {:>12} {:>12} {:>12} {:>13}",
             "weights",
             "thr",
+            "first_load_ms",
+            "first_rss_mb",
             "load_ms",
             "rss_mb",
             "prefill64/s",
@@ -201,11 +206,24 @@ fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
         return run_vision(args, precision, threads);
     }
     set_threads(Some(threads))?;
-    let start = Instant::now();
-    let checkpoint = Checkpoint::open(args.model()?)?;
-    let lm = Qwen35::load(&checkpoint, &LmOptions::new(precision))?;
-    drop(checkpoint);
-    let load_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let cache = ScratchCache::new()?;
+    let load = |expected: &str| -> anyhow::Result<(Qwen35, f64)> {
+        let start = Instant::now();
+        let checkpoint = Checkpoint::open(args.model()?)?;
+        let options = LmOptions {
+            compiled_cache: Some(cache.0.clone()),
+            ..LmOptions::new(precision)
+        };
+        let lm = Qwen35::load(&checkpoint, &options)?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        cache.check(lm.compiled_cache(), expected, precision)?;
+        Ok((lm, ms))
+    };
+    let (first, first_ms) = load("written")?;
+    let first_rss = peak_rss_mb();
+    drop(first);
+    start_later_load();
+    let (lm, load_ms) = load("mapped")?;
 
     // Deterministic token ids spread over the vocabulary; speed does not depend on the values.
     let vocab = lm.config.vocab_size as u64;
@@ -245,9 +263,11 @@ fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
     let d64 = decode_at(64)?;
     let d1024 = decode_at(1024)?;
     println!(
-        "{:<7} {:>3} {:>9.0} {:>9.0} {:>12.1} {:>12.1} {:>12.2} {:>13.2}",
+        "{:<7} {:>3} {:>13.0} {:>12.0} {:>9.0} {:>9.0} {:>12.1} {:>12.1} {:>12.2} {:>13.2}",
         precision.to_string(),
         threads,
+        first_ms,
+        first_rss,
         load_ms,
         peak_rss_mb(),
         p64,
@@ -258,7 +278,8 @@ fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where a 512-token prefill and 32 decode steps (after 64 tokens) spend their time, op by op.
+/// Where a 512-token prefill and 32 decode steps (after 64 and after 1024 tokens) spend their
+/// time, op by op.
 fn print_profile(
     lm: &Qwen35,
     ids: &[u32],
@@ -271,67 +292,105 @@ fn print_profile(
     let mut state = lm.new_state()?;
     lm.forward_profiled(&mut state, &lm.embed(&ids[..512])?, &mut prefill)?;
     let steps = 32;
-    let mut decode = OpProfile::default();
-    let mut state = lm.new_state()?;
-    lm.forward(&mut state, &lm.embed(&ids[..64])?)?;
-    for i in 0..steps {
-        lm.forward_profiled(&mut state, &lm.embed(&ids[i..i + 1])?, &mut decode)?;
-    }
+    let decode_after = |context: usize| -> anyhow::Result<OpProfile> {
+        let mut profile = OpProfile::default();
+        let mut state = lm.new_state()?;
+        lm.forward(&mut state, &lm.embed(&ids[..context])?)?;
+        for i in 0..steps {
+            lm.forward_profiled(&mut state, &lm.embed(&ids[i..i + 1])?, &mut profile)?;
+        }
+        Ok(profile)
+    };
+    let decode = [decode_after(64)?, decode_after(ids.len() - steps)?];
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "{precision}, {threads} thread(s): prefill of 512 tokens {:.0} ms ({:.1} tokens/s), decode {:.1} ms/token ({:.2} tokens/s)",
+        "{precision}, {threads} thread(s): prefill of 512 tokens {:.0} ms ({:.1} tokens/s), \
+         decode after 64 {:.1} ms/token ({:.2} tokens/s), after {} {:.1} ms/token ({:.2} tokens/s)",
         ms(prefill.wall),
         512.0 / prefill.wall.as_secs_f64(),
-        ms(decode.wall) / steps as f64,
-        steps as f64 / decode.wall.as_secs_f64()
+        ms(decode[0].wall) / steps as f64,
+        steps as f64 / decode[0].wall.as_secs_f64(),
+        ids.len() - steps,
+        ms(decode[1].wall) / steps as f64,
+        steps as f64 / decode[1].wall.as_secs_f64()
     );
     println!(
-        "  {:<28} {:>11} {:>6} {:>6} | {:>12} {:>6} {:>8}",
-        "op", "prefill_ms", "share", "runs", "decode_ms/tok", "share", "runs/tok"
+        "  {:<28} {:>11} {:>6} {:>6} | {:>13} {:>6} {:>8} | {:>15} {:>6}",
+        "op",
+        "prefill_ms",
+        "share",
+        "runs",
+        "decode_ms/tok",
+        "share",
+        "runs/tok",
+        "@1k_ms/tok",
+        "share"
     );
     let share =
         |d: std::time::Duration, of: &OpProfile| 100.0 * d.as_secs_f64() / of.wall.as_secs_f64();
     let mut names: Vec<&str> = prefill.by_time().into_iter().map(|(n, _, _)| n).collect();
-    for (name, _, _) in decode.by_time() {
-        if !names.contains(&name) {
-            names.push(name);
+    for profile in &decode {
+        for (name, _, _) in profile.by_time() {
+            if !names.contains(&name) {
+                names.push(name);
+            }
         }
     }
     for name in names {
         let (p, pr) = prefill.ops.get(name).copied().unwrap_or_default();
-        let (d, dr) = decode.ops.get(name).copied().unwrap_or_default();
+        let (d, dr) = decode[0].ops.get(name).copied().unwrap_or_default();
+        let (l, _) = decode[1].ops.get(name).copied().unwrap_or_default();
         println!(
-            "  {name:<28} {:>11.1} {:>5.1}% {pr:>6} | {:>12.2} {:>5.1}% {:>8.0}",
+            "  {name:<28} {:>11.1} {:>5.1}% {pr:>6} | {:>13.2} {:>5.1}% {:>8.0} | {:>15.2} {:>5.1}%",
             ms(p),
             share(p, &prefill),
             ms(d) / steps as f64,
-            share(d, &decode),
-            dr as f64 / steps as f64
+            share(d, &decode[0]),
+            dr as f64 / steps as f64,
+            ms(l) / steps as f64,
+            share(l, &decode[1]),
         );
     }
     let outside = |p: &OpProfile| p.wall.saturating_sub(p.ops.values().map(|v| v.0).sum());
     println!(
-        "  {:<28} {:>11.1} {:>5.1}% {:>6} | {:>12.2} {:>5.1}%",
+        "  {:<28} {:>11.1} {:>5.1}% {:>6} | {:>13.2} {:>5.1}% {:>8} | {:>15.2} {:>5.1}%",
         "(outside the ops)",
         ms(outside(&prefill)),
         share(outside(&prefill), &prefill),
         "",
-        ms(outside(&decode)) / steps as f64,
-        share(outside(&decode), &decode)
+        ms(outside(&decode[0])) / steps as f64,
+        share(outside(&decode[0]), &decode[0]),
+        "",
+        ms(outside(&decode[1])) / steps as f64,
+        share(outside(&decode[1]), &decode[1])
     );
     Ok(())
 }
 
 fn run_vision(args: &BenchArgs, precision: Precision, threads: usize) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let engine = Engine::load(
-        args.model()?,
-        &EngineOptions {
-            precision,
-            threads: Some(threads),
-        },
-    )?;
-    let load_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let cache = ScratchCache::new()?;
+    let load = |expected: &str| -> anyhow::Result<(Engine, f64)> {
+        let start = Instant::now();
+        let engine = Engine::load(
+            args.model()?,
+            &EngineOptions {
+                precision,
+                threads: Some(threads),
+                compiled_cache: Some(cache.0.clone()),
+            },
+        )?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        cache.check(engine.lm.compiled_cache(), expected, precision)?;
+        if let Some(vision) = &engine.vision {
+            cache.check(vision.encoder.compiled_cache(), expected, precision)?;
+        }
+        Ok((engine, ms))
+    };
+    let (first, first_ms) = load("written")?;
+    let first_rss = peak_rss_mb();
+    drop(first);
+    start_later_load();
+    let (engine, load_ms) = load("mapped")?;
     let slice = test_image(448, 448)?;
     let frame = test_image(1920, 1080)?;
     let encode = |image: &RgbImage, max_slices: usize| -> anyhow::Result<f64> {
@@ -349,9 +408,11 @@ fn run_vision(args: &BenchArgs, precision: Precision, threads: usize) -> anyhow:
     engine.lm.forward(&mut state, &prompt.embeds)?;
     let [f1, f4, f9] = frame_ms;
     println!(
-        "{:<7} {:>3} {:>9.0} {:>9.0} {:>13.0} {:>14.0} {:>14.0} {:>14.0}",
+        "{:<7} {:>3} {:>13.0} {:>12.0} {:>9.0} {:>9.0} {:>13.0} {:>14.0} {:>14.0} {:>14.0}",
         precision.to_string(),
         threads,
+        first_ms,
+        first_rss,
         load_ms,
         peak_rss_mb(),
         one_slice,
@@ -360,6 +421,46 @@ fn run_vision(args: &BenchArgs, precision: Precision, threads: usize) -> anyhow:
         f9?
     );
     Ok(())
+}
+
+/// The compiled cache a user's commands share, for benchmarks that do not measure loading.
+pub(super) fn default_compiled_cache() -> Option<PathBuf> {
+    lookout::config::default_cache_dir()
+        .ok()
+        .map(|d| d.join(lookout::config::COMPILED_CACHE))
+}
+
+/// A compiled cache of the benchmark's own, so that both loads are measured every run: the
+/// first (quantizing, then writing the cache) and a later one (mapping it, warm page cache).
+struct ScratchCache(PathBuf);
+
+impl ScratchCache {
+    fn new() -> anyhow::Result<ScratchCache> {
+        let dir = std::env::temp_dir().join(format!("lookout-bench-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(ScratchCache(dir))
+    }
+
+    /// Fails unless the load used the cache as this measurement means (`written`, `mapped`);
+    /// only q4_0 weights are cached.
+    fn check(&self, used: &CacheUse, expected: &str, precision: Precision) -> anyhow::Result<()> {
+        let expected = if precision == Precision::Q4_0 {
+            expected
+        } else {
+            "off"
+        };
+        anyhow::ensure!(
+            used.to_string() == expected,
+            "the compiled cache was {used:?} where this load should have {expected} it"
+        );
+        Ok(())
+    }
+}
+
+impl Drop for ScratchCache {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Untimed calls before the timed ones, for tract and onnxruntime alike.
@@ -735,6 +836,15 @@ fn median(repeat: usize, mut f: impl FnMut() -> anyhow::Result<f64>) -> anyhow::
 }
 
 /// Peak resident set size of this process (VmHWM), in MB.
+/// Forgets the first load before the later one is measured: its freed memory goes back to the
+/// system and the peak RSS starts again from what is resident now (Linux's `clear_refs` 5).
+fn start_later_load() {
+    lookout_pipeline::memory::release_freed_memory();
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        eprintln!("warning: cannot reset the peak RSS ({e}): rss_mb includes the first load");
+    }
+}
+
 pub fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
