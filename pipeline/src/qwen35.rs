@@ -3,10 +3,10 @@
 //! The graph is stateless: every cache is an explicit input and output (a KV pair per full
 //! attention layer; a conv window and a recurrent state per linear attention layer), held by
 //! [`LmState`] between calls. One graph serves prefill and decode: the number of new tokens `S`
-//! and of cached positions `P` are symbols, so no shape ever forces a rebuild.
+//! and each KV cache's row capacity are symbols, so no shape ever forces a rebuild.
 //!
 //! Inputs, in order: `embeds [S, hidden]`, `cos [S, 1, rotary]`, `sin [S, 1, rotary]`,
-//! `mask [S, P+S]` (additive, 0 or -inf), then per layer its state inputs. Outputs: `logits`
+//! `past` (the positions already cached, a scalar i64), then per layer its state inputs. Outputs: `logits`
 //! (`[1, vocab]` for the last position, or `[S, vocab]` when built with `all_logits`), then the
 //! updated states in the same order.
 
@@ -22,7 +22,7 @@ use tract_core::ops::nn::{sigmoid, silu::silu};
 use crate::compiled::{CacheUse, WeightCache};
 use crate::embedding::EmbeddingTable;
 use crate::graph::{GraphBuilder, Matrix, MatrixData};
-use crate::ops::{CausalConv, GatedDeltaRule};
+use crate::ops::{CachedAttention, CausalConv, GatedDeltaRule};
 
 /// Most tokens run through the graph in one call.
 pub const PREFILL_CHUNK: usize = 128;
@@ -225,15 +225,11 @@ impl Qwen35 {
         let s = embeds.len() / c.hidden_size;
         let p = state.position;
         let (cos, sin) = rope_tables(c, p, s);
-        let mut mask = vec![0f32; s * (p + s)];
-        for (i, row) in mask.chunks_exact_mut(p + s).enumerate() {
-            row[p + i + 1..].fill(f32::NEG_INFINITY);
-        }
         let mut inputs: TVec<TValue> = tvec![
             Tensor::from_shape(&[s, c.hidden_size], embeds)?.into_tvalue(),
             Tensor::from_shape(&[s, 1, c.rotary_dim], &cos)?.into_tvalue(),
             Tensor::from_shape(&[s, 1, c.rotary_dim], &sin)?.into_tvalue(),
-            Tensor::from_shape(&[s, p + s], &mask)?.into_tvalue(),
+            tensor0(p as i64).into_tvalue(),
         ];
         inputs.extend(state.states.drain(..));
         let run = &mut state.run;
@@ -342,11 +338,11 @@ struct Qwen35Builder<'a> {
     options: &'a LmOptions,
 }
 
-/// Where the rotary tables and mask enter every full-attention layer.
+/// Where the rotary tables and the cached length enter every full-attention layer.
 struct Shared {
     cos: OutletId,
     sin: OutletId,
-    mask: OutletId,
+    past: OutletId,
 }
 
 impl Qwen35Builder<'_> {
@@ -389,7 +385,6 @@ impl Qwen35Builder<'_> {
     fn build(&mut self) -> anyhow::Result<TypedModel> {
         let c = self.cfg;
         let s = self.g.sym("S");
-        let p = self.g.sym("P");
         let mut x = self
             .g
             .input("embeds", [s.clone(), c.hidden_size.to_dim()])?;
@@ -399,8 +394,8 @@ impl Qwen35Builder<'_> {
         let sin = self
             .g
             .input("sin", [s.clone(), 1.to_dim(), c.rotary_dim.to_dim()])?;
-        let mask = self.g.input("mask", [s.clone(), p.clone() + s.clone()])?;
-        let shared = Shared { cos, sin, mask };
+        let past = self.g.model.add_source("past", i64::scalar_fact())?;
+        let shared = Shared { cos, sin, past };
 
         let mut state_outputs = vec![];
         for (i, kind) in c.layer_types.iter().enumerate() {
@@ -410,22 +405,13 @@ impl Qwen35Builder<'_> {
                 self.offset_rms_norm(&format!("{prefix}.input_layernorm"), x, 1, c.hidden_size)?;
             let mixed = match kind {
                 LayerType::FullAttention => {
-                    let k_past = self.g.input(
-                        &format!("{prefix}.key_cache"),
-                        [
-                            c.num_key_value_heads.to_dim(),
-                            p.clone(),
-                            c.head_dim.to_dim(),
-                        ],
-                    )?;
-                    let v_past = self.g.input(
-                        &format!("{prefix}.value_cache"),
-                        [
-                            c.num_key_value_heads.to_dim(),
-                            p.clone(),
-                            c.head_dim.to_dim(),
-                        ],
-                    )?;
+                    // Each layer's caches have a row capacity of their own.
+                    let rows = self.g.sym(&format!("C{i}"));
+                    let cache = [c.num_key_value_heads.to_dim(), rows, c.head_dim.to_dim()];
+                    let k_past = self
+                        .g
+                        .input(&format!("{prefix}.key_cache"), cache.clone())?;
+                    let v_past = self.g.input(&format!("{prefix}.value_cache"), cache)?;
                     let (out, k, v) = self.full_attention(
                         &format!("{prefix}.self_attn"),
                         normed,
@@ -540,7 +526,6 @@ impl Qwen35Builder<'_> {
     ) -> anyhow::Result<(OutletId, OutletId, OutletId)> {
         let c = self.cfg;
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-        let group = nh / nkv;
 
         // q_proj yields, per head, the query followed by its output gate.
         let q_gate = self.linear(&format!("{name}.q_proj"), x, nh * hd * 2, c.hidden_size)?;
@@ -573,36 +558,19 @@ impl Qwen35Builder<'_> {
         let q = self.rope(&format!("{name}.q_rope"), q, shared)?;
         let k = self.rope(&format!("{name}.k_rope"), k, shared)?;
 
-        // Caches are [kv_heads, positions, head_dim].
-        let k = self.g.move_axis(&format!("{name}.k_by_head"), k, 1, 0)?;
-        let v = self.g.move_axis(&format!("{name}.v_by_head"), v, 1, 0)?;
-        let k_all = self
-            .g
-            .concat(&format!("{name}.key_cache_out"), 1, &[k_past, k])?;
-        let v_all = self
-            .g
-            .concat(&format!("{name}.value_cache_out"), 1, &[v_past, v])?;
-
-        // Grouped-query attention: query head h reads kv head h / group.
-        let q = self
-            .g
-            .reshape(&format!("{name}.q_groups"), q, 1, &[nh], &[nkv, group])?;
-        let out = self.g.attention(
-            name,
-            (q, k_all, v_all),
-            hd,
-            "skgd,ktd->kgst",
-            "kgst,ktd->skgd",
-            3,
-            Some(shared.mask),
+        // Caches are [kv_heads, capacity, head_dim], rows 0..past valid; the op appends k and v.
+        let capacity = self.g.model.symbols.new_with_prefix("C_out");
+        let outputs = self.g.model.wire_node(
+            format!("{name}.attention"),
+            CachedAttention {
+                heads: nh,
+                kv_heads: nkv,
+                head_dim: hd,
+                capacity,
+            },
+            &[q, k, v, k_past, v_past, shared.past],
         )?;
-        let out = self.g.reshape(
-            &format!("{name}.context_flat"),
-            out,
-            1,
-            &[nkv, group, hd],
-            &[nh * hd],
-        )?;
+        let (out, k_all, v_all) = (outputs[0], outputs[1], outputs[2]);
         let gate = self
             .g
             .wire(format!("{name}.gate_sigmoid"), sigmoid(), &[gate])?;
