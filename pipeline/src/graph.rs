@@ -2,8 +2,8 @@
 //! weights: linear layers in a chosen weight precision, norms and element-wise helpers. Both the
 //! language model and the vision encoder are wired with it.
 
-use lookout_models::Precision;
 use lookout_models::weights::{TensorLocation, TensorReader};
+use lookout_models::{Checkpoint, Precision};
 use tract_core::internal::*;
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math;
@@ -31,6 +31,31 @@ pub enum MatrixData {
 const CHUNK_ELEMENTS: usize = 1 << 20;
 
 impl Matrix {
+    /// A checkpoint matrix, shape-checked now and read when the graph builder converts it (or
+    /// never, when the compiled cache already holds it packed).
+    pub fn stored(
+        ckpt: &Checkpoint,
+        name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> anyhow::Result<Matrix> {
+        let location = ckpt.weights.location(name)?;
+        if location.shape != [rows, cols] {
+            return Err(lookout_models::LoadError::WrongShape {
+                name: name.to_string(),
+                path: location.path.clone(),
+                actual: location.shape.clone(),
+                expected: vec![rows, cols],
+            }
+            .into());
+        }
+        Ok(Matrix {
+            rows,
+            cols,
+            data: MatrixData::Stored(location.clone()),
+        })
+    }
+
     pub fn from_values(rows: usize, cols: usize, data: Vec<f32>) -> Matrix {
         Matrix {
             rows,

@@ -21,7 +21,7 @@ use tract_core::ops::nn::{sigmoid, silu::silu};
 
 use crate::compiled::{CacheUse, WeightCache};
 use crate::embedding::EmbeddingTable;
-use crate::graph::{GraphBuilder, Matrix, MatrixData};
+use crate::graph::{GraphBuilder, Matrix};
 use crate::ops::{CachedAttention, CausalConv, GatedDeltaRule};
 
 /// Most tokens run through the graph in one call.
@@ -307,30 +307,6 @@ fn rope_tables(c: &TextConfig, start: usize, len: usize) -> (Vec<f32>, Vec<f32>)
     (cos, sin)
 }
 
-/// A checkpoint matrix, shape-checked now and read when the graph builder converts it.
-pub fn stored_matrix(
-    ckpt: &Checkpoint,
-    name: &str,
-    rows: usize,
-    cols: usize,
-) -> anyhow::Result<Matrix> {
-    let location = ckpt.weights.location(name)?;
-    if location.shape != [rows, cols] {
-        return Err(lookout_models::LoadError::WrongShape {
-            name: name.to_string(),
-            path: location.path.clone(),
-            actual: location.shape.clone(),
-            expected: vec![rows, cols],
-        }
-        .into());
-    }
-    Ok(Matrix {
-        rows,
-        cols,
-        data: MatrixData::Stored(location.clone()),
-    })
-}
-
 struct Qwen35Builder<'a> {
     g: GraphBuilder,
     ckpt: &'a Checkpoint,
@@ -351,7 +327,7 @@ impl Qwen35Builder<'_> {
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> anyhow::Result<Matrix> {
-        stored_matrix(self.ckpt, &self.ckpt.text_tensor(name), rows, cols)
+        Matrix::stored(self.ckpt, &self.ckpt.text_tensor(name), rows, cols)
     }
 
     fn linear(
@@ -468,7 +444,7 @@ impl Qwen35Builder<'_> {
                 .g
                 .slice("last_position", hidden, 0, s.clone() - 1, s.clone())?;
         }
-        let head = stored_matrix(
+        let head = Matrix::stored(
             self.ckpt,
             &self.ckpt.lm_head_tensor(),
             c.vocab_size,

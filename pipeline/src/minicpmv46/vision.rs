@@ -449,11 +449,14 @@ impl VisionBuilder<'_> {
         cols: usize,
         stored_shape: &[usize],
     ) -> anyhow::Result<OutletId> {
-        let w = Matrix::from_values(
-            rows,
-            cols,
-            self.tensor(&format!("{name}.weight"), stored_shape)?,
-        );
+        let weight = format!("{name}.weight");
+        // Left where it is stored unless it must be reshaped: a q4_0 load that finds its
+        // compiled cache then never reads it at all.
+        let w = if stored_shape == [rows, cols] {
+            Matrix::stored(self.ckpt, &weight, rows, cols)?
+        } else {
+            Matrix::from_values(rows, cols, self.tensor(&weight, stored_shape)?)
+        };
         let b = self.tensor(&format!("{name}.bias"), &[rows])?;
         self.g.linear(name, x, w, Some(&b), self.precision)
     }
