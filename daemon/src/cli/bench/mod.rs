@@ -219,11 +219,14 @@ fn run_single(args: &BenchArgs) -> anyhow::Result<()> {
         cache.check(lm.compiled_cache(), expected, precision)?;
         Ok((lm, ms))
     };
-    let (first, first_ms) = load("written")?;
-    let first_rss = peak_rss_mb();
-    drop(first);
-    start_later_load();
-    let (lm, load_ms) = load("mapped")?;
+    let (
+        lm,
+        Loads {
+            first_ms,
+            first_rss,
+            load_ms,
+        },
+    ) = load_twice(load)?;
 
     // Deterministic token ids spread over the vocabulary; speed does not depend on the values.
     let vocab = lm.config.vocab_size as u64;
@@ -386,11 +389,14 @@ fn run_vision(args: &BenchArgs, precision: Precision, threads: usize) -> anyhow:
         }
         Ok((engine, ms))
     };
-    let (first, first_ms) = load("written")?;
-    let first_rss = peak_rss_mb();
-    drop(first);
-    start_later_load();
-    let (engine, load_ms) = load("mapped")?;
+    let (
+        engine,
+        Loads {
+            first_ms,
+            first_rss,
+            load_ms,
+        },
+    ) = load_twice(load)?;
     let slice = test_image(448, 448)?;
     let frame = test_image(1920, 1080)?;
     let encode = |image: &RgbImage, max_slices: usize| -> anyhow::Result<f64> {
@@ -838,6 +844,32 @@ fn median(repeat: usize, mut f: impl FnMut() -> anyhow::Result<f64>) -> anyhow::
 /// Peak resident set size of this process (VmHWM), in MB.
 /// Forgets the first load before the later one is measured: its freed memory goes back to the
 /// system and the peak RSS starts again from what is resident now (Linux's `clear_refs` 5).
+/// The two loads every model benchmark measures: the first writes the compiled cache, the
+/// second maps it.
+struct Loads {
+    first_ms: f64,
+    first_rss: f64,
+    load_ms: f64,
+}
+
+/// Runs `load` expecting it to write the cache, drops that model, and runs it again expecting
+/// it to map the cache; returns the second model.
+fn load_twice<T>(load: impl Fn(&str) -> anyhow::Result<(T, f64)>) -> anyhow::Result<(T, Loads)> {
+    let (first, first_ms) = load("written")?;
+    let first_rss = peak_rss_mb();
+    drop(first);
+    start_later_load();
+    let (model, load_ms) = load("mapped")?;
+    Ok((
+        model,
+        Loads {
+            first_ms,
+            first_rss,
+            load_ms,
+        },
+    ))
+}
+
 fn start_later_load() {
     lookout_pipeline::memory::release_freed_memory();
     if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
